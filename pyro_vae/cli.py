@@ -1,0 +1,219 @@
+"""The ``pyro-vae`` command: train, evaluate and sample from VAEs.
+
+Bad input ends in one line on stderr, ``pyro-vae: error: ...``, and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from pyro_vae.config import BINARIZE_MODES, DEVICES, TrainConfig
+from pyro_vae.data import DATASET_NAMES
+from pyro_vae.errors import UserInputError
+from pyro_vae.nn import ACTIVATIONS
+from pyro_vae.registry import names
+
+EXIT_USAGE = 2
+
+_DEFAULTS = TrainConfig()
+
+
+def _one_of(values: Sequence[str]) -> str:
+    return "one of: " + ", ".join(values)
+
+
+# One help string per TrainConfig field; the flag is --field-name.
+TRAIN_HELP = {
+    "dataset": f"data set ({_one_of(DATASET_NAMES)}); digits ships with scikit-learn",
+    "data_dir": "folder holding MNIST/raw/ (or FashionMNIST/raw/, KMNIST/raw/); "
+    "default $PYRO_VAE_DATA_DIR or ~/.cache/pyro-vae/data",
+    "download": "do not try to download missing data files",
+    "binarize": f"binarization ({_one_of(BINARIZE_MODES)}); default: the likelihood's "
+    "(dynamic for bernoulli)",
+    "prior": f"prior p(z) ({_one_of(names('prior'))})",
+    "decoder": f"decoder network ({_one_of(names('decoder'))})",
+    "likelihood": f"likelihood p(x|z) ({_one_of(names('likelihood'))})",
+    "encoder": f"encoder network ({_one_of(names('encoder'))})",
+    "guide": f"variational family q(z|x) ({_one_of(names('guide'))})",
+    "latent_dim": "dimension of z",
+    "hidden_dims": "hidden layer widths, encoder side first (the decoder mirrors them)",
+    "activation": f"activation between layers ({_one_of(ACTIVATIONS)})",
+    "elbo": f"objective ({_one_of(names('elbo'))}); meanfield uses the analytic KL",
+    "num_particles": "ELBO particles per data point (vectorized)",
+    "lr": "Adam learning rate",
+    "clip_norm": "clip the gradient's global norm to this value (default: no clipping)",
+    "epochs": "passes over the training set (0 writes an untrained run)",
+    "batch_size": "training minibatch size",
+    "eval_batch_size": "batch size for validation and test evaluation",
+    "seed": "random seed (parameters, minibatch order, dynamic binarization)",
+    "device": f"device ({_one_of(DEVICES)}); auto picks cuda when a GPU is visible",
+}
+
+
+_NONE_DEFAULT_TYPES = {"clip_norm": float}
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a usage error as one line (no usage dump) with exit status 2."""
+
+    def error(self, message: str):
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _add_train_flags(parser: argparse.ArgumentParser) -> None:
+    for f in dataclasses.fields(TrainConfig):
+        flag = "--" + f.name.replace("_", "-")
+        default = getattr(_DEFAULTS, f.name)
+        help_text = TRAIN_HELP[f.name] + (f" (default: {default})" if default is not None else "")
+        if f.name == "download":
+            parser.add_argument(
+                "--no-download", dest="download", action="store_false", help=TRAIN_HELP[f.name]
+            )
+        elif f.name == "hidden_dims":
+            parser.add_argument(
+                flag,
+                type=int,
+                nargs="+",
+                default=default,
+                metavar="N",
+                help=f"{TRAIN_HELP[f.name]} (default: {' '.join(map(str, default))})",
+            )
+        else:
+            # Fields whose default is None are strings, but for the one float among them.
+            kind = type(default) if default is not None else _NONE_DEFAULT_TYPES.get(f.name, str)
+            parser.add_argument(
+                flag, type=kind, default=default, metavar=f.name.upper(), help=help_text
+            )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="pyro-vae", description="Variational autoencoders as Pyro programs.")
+    commands = parser.add_subparsers(
+        dest="command", required=True, metavar="COMMAND", parser_class=_Parser
+    )
+
+    train = commands.add_parser(
+        "train",
+        help="train a VAE and write a run folder",
+        description="Train a VAE by SVI and write a run folder.",
+    )
+    _add_train_flags(train)
+    train.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="run folder to create (default: runs/<dataset>-<timestamp>)",
+    )
+    train.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    evaluate = commands.add_parser(
+        "evaluate",
+        help="test ELBO of a trained run",
+        description="Recompute a run's ELBO from its checkpoint.",
+    )
+    evaluate.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a run folder")
+    evaluate.add_argument(
+        "--split",
+        default="test",
+        choices=("train", "valid", "test"),
+        help="which split to evaluate (default: test)",
+    )
+    evaluate.add_argument(
+        "--device",
+        default=None,
+        metavar="DEVICE",
+        help=f"override the run's device ({_one_of(DEVICES)})",
+    )
+
+    sample = commands.add_parser(
+        "sample",
+        help="draw images from a trained run's prior",
+        description="Write decoder means of z ~ p(z) as a PNG grid.",
+    )
+    sample.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a run folder")
+    sample.add_argument("--num", type=int, default=64, help="number of images (default: 64)")
+    sample.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    sample.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="PNG to write (default: RUN_DIR/samples-seed<SEED>.png)",
+    )
+    sample.add_argument(
+        "--device",
+        default=None,
+        metavar="DEVICE",
+        help=f"override the run's device ({_one_of(DEVICES)})",
+    )
+    return parser
+
+
+def _train(args: argparse.Namespace) -> None:
+    from pyro_vae.train import train
+
+    fields = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)}
+    run = train(TrainConfig(**fields), run_dir=args.out, progress=not args.quiet)
+    final = run.history[-1]
+    print(f"run folder: {run.run_dir}")
+    if final["train_elbo"] is not None:
+        print(f"train ELBO: {final['train_elbo']:.3f} nats per image (last epoch)")
+    print(f"validation ELBO: {final['valid_elbo']:.3f} nats per image")
+    print(
+        f"test ELBO: {final['test_elbo']:.3f} nats per image "
+        f"({run.data.test.shape[0]} test images of {run.config.dataset}, "
+        f"{run.data.binarize} binarization, epoch {final['epoch']})"
+    )
+
+
+def _evaluate(args: argparse.Namespace) -> None:
+    from pyro_vae import evaluate, load_run
+
+    run = load_run(args.run_dir, device=args.device)
+    elbo = evaluate(run, args.split)
+    n = run.data.split(args.split).shape[0]
+    result = {"split": args.split, "elbo": elbo, "num_images": n, "dataset": run.config.dataset}
+    (args.run_dir / "evaluation.json").write_text(json.dumps(result, indent=2) + "\n")
+    print(f"{args.split} ELBO: {elbo:.3f} nats per image ({n} images of {run.config.dataset})")
+
+
+def _sample(args: argparse.Namespace) -> None:
+    import torch
+
+    from pyro_vae import load_run
+    from pyro_vae.plots import save_image_grid
+
+    if args.num < 1:
+        raise UserInputError(f"--num must be >= 1, got {args.num}")
+    run = load_run(args.run_dir, device=args.device)
+    out = args.out or args.run_dir / f"samples-seed{args.seed}.png"
+    torch.manual_seed(args.seed)
+    try:
+        save_image_grid(run.model.sample_means(args.num), out)
+    except OSError as error:
+        raise UserInputError(f"cannot write {out} ({error.strerror or error})") from None
+    print(f"wrote {args.num} samples to {out}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    handlers = {"train": _train, "evaluate": _evaluate, "sample": _sample}
+    try:
+        handlers[args.command](args)
+    except UserInputError as error:
+        print(f"pyro-vae: error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("pyro-vae: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,96 @@
+"""Training configuration as plain data.
+
+One flat dataclass: every field is a JSON scalar or list, so a run folder's ``config.json``
+round-trips exactly and the CLI maps one flag to one field.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from pyro_vae.errors import UserInputError
+
+BINARIZE_MODES = ("dynamic", "static", "threshold", "none")
+DEVICES = ("auto", "cpu", "cuda")
+
+
+@dataclass
+class TrainConfig:
+    # data
+    dataset: str = "digits"
+    data_dir: str | None = None  # None: $PYRO_VAE_DATA_DIR, else ~/.cache/pyro-vae/data
+    download: bool = True
+    binarize: str | None = None  # None: the likelihood's default ("dynamic" for bernoulli)
+    # generative model p(z) p(x|z) and guide q(z|x), each part chosen by registry name
+    prior: str = "standard-normal"
+    decoder: str = "mlp"
+    likelihood: str = "bernoulli"
+    encoder: str = "mlp"
+    guide: str = "diag-normal"
+    latent_dim: int = 20
+    hidden_dims: list[int] = field(default_factory=lambda: [400])
+    activation: str = "softplus"
+    # objective and optimizer
+    elbo: str = "trace"
+    num_particles: int = 1
+    lr: float = 1e-3
+    clip_norm: float | None = None
+    epochs: int = 100
+    batch_size: int = 128
+    eval_batch_size: int = 1000
+    seed: int = 0
+    device: str = "auto"
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise UserInputError(
+                f"unknown config field(s) {', '.join(unknown)}; "
+                f"valid fields: {', '.join(sorted(known))}"
+            )
+        return cls(**values)
+
+
+def validate(config: TrainConfig) -> None:
+    """Raise UserInputError for the first field that cannot work (names: registry.check_names)."""
+    positive_ints = ("latent_dim", "num_particles", "batch_size", "eval_batch_size")
+    for name in positive_ints:
+        value = getattr(config, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise UserInputError(f"{name} must be an integer >= 1, got {value!r}")
+    if isinstance(config.epochs, bool) or not isinstance(config.epochs, int) or config.epochs < 0:
+        raise UserInputError(f"epochs must be an integer >= 0, got {config.epochs!r}")
+    if not config.hidden_dims or any(
+        isinstance(h, bool) or not isinstance(h, int) or h < 1 for h in config.hidden_dims
+    ):
+        raise UserInputError(
+            f"hidden_dims must be a non-empty list of integers >= 1, got {config.hidden_dims!r}"
+        )
+    if not (isinstance(config.lr, (int, float)) and math.isfinite(config.lr) and config.lr > 0):
+        raise UserInputError(f"lr must be a finite number > 0, got {config.lr!r}")
+    if config.clip_norm is not None and not (
+        isinstance(config.clip_norm, (int, float))
+        and math.isfinite(config.clip_norm)
+        and config.clip_norm > 0
+    ):
+        raise UserInputError(
+            f"clip_norm must be a finite number > 0 or None, got {config.clip_norm!r}"
+        )
+    if config.binarize is not None and config.binarize not in BINARIZE_MODES:
+        raise UserInputError(
+            f"unknown binarize mode {config.binarize!r}; valid modes: {', '.join(BINARIZE_MODES)}"
+        )
+    if config.device not in DEVICES:
+        raise UserInputError(
+            f"unknown device {config.device!r}; valid devices: {', '.join(DEVICES)}"
+        )
+    if not isinstance(config.seed, int) or isinstance(config.seed, bool) or config.seed < 0:
+        raise UserInputError(f"seed must be an integer >= 0, got {config.seed!r}")

@@ -1,0 +1,200 @@
+"""Image data sets chosen by name, held on the training device as uint8.
+
+Every split is a ``(N, C, H, W)`` uint8 tensor of grey values 0..255; binarized splits hold
+exactly 0 or 255, so ``x.float() / 255`` is the model's input in every mode. Batches are
+gathered by index from a permutation drawn on the device, so no DataLoader (and no host to
+device copy) sits in the training loop.
+
+Binarization modes (for a Bernoulli likelihood; ``none`` keeps grey values):
+
+- ``dynamic``: a fresh Bernoulli(pixel / 255) draw for every training batch (the usual
+  "dynamically binarized MNIST"); validation and test are drawn once with a fixed seed.
+- ``static``: one Bernoulli draw of every split with a fixed seed.
+- ``threshold``: pixel > 127.
+- ``none``: grey values in [0, 1].
+
+The test set is binarized with the same fixed seed in every run, so test numbers of
+different runs are comparable.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from pyro_vae.config import BINARIZE_MODES
+from pyro_vae.errors import UserInputError
+
+# Fixed seed of every one-off binarization (static train set, validation and test sets).
+EVAL_BINARIZATION_SEED = 20260101
+MNIST_LIKE_VALIDATION_SIZE = 10_000
+TORCHVISION_DATASETS = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST", "kmnist": "KMNIST"}
+DATASET_NAMES = ("digits", *TORCHVISION_DATASETS)
+MNIST_FILES = (
+    "train-images-idx3-ubyte",
+    "train-labels-idx1-ubyte",
+    "t10k-images-idx3-ubyte",
+    "t10k-labels-idx1-ubyte",
+)
+
+
+@dataclass
+class ImageData:
+    """Train, validation and test splits of one data set on one device."""
+
+    name: str
+    binarize: str
+    train: torch.Tensor
+    valid: torch.Tensor
+    test: torch.Tensor
+    train_labels: torch.Tensor
+    valid_labels: torch.Tensor
+    test_labels: torch.Tensor
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return tuple(self.train.shape[1:])
+
+    @property
+    def device(self) -> torch.device:
+        return self.train.device
+
+    def split(self, name: str) -> torch.Tensor:
+        if name not in ("train", "valid", "test"):
+            raise UserInputError(f"unknown split {name!r}; valid splits: train, valid, test")
+        return getattr(self, name)
+
+    def train_batch(self, index: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """The training images at ``index`` as floats, freshly binarized under ``dynamic``."""
+        x = self.train[index].float().div_(255)
+        if self.binarize == "dynamic":
+            x = torch.bernoulli(x, generator=generator)
+        return x
+
+    def eval_batches(self, split: str, batch_size: int) -> Iterator[torch.Tensor]:
+        """A fixed split in order, as float batches; the values never change between calls."""
+        images = self.split(split)
+        for start in range(0, images.shape[0], batch_size):
+            yield images[start : start + batch_size].float().div_(255)
+
+
+def default_data_dir() -> Path:
+    return Path(os.environ.get("PYRO_VAE_DATA_DIR", "~/.cache/pyro-vae/data")).expanduser()
+
+
+def load_data(
+    name: str,
+    binarize: str,
+    device: torch.device | str = "cpu",
+    data_dir: str | os.PathLike | None = None,
+    download: bool = True,
+) -> ImageData:
+    """Load data set ``name``, binarize it and move every split to ``device``."""
+    if name not in DATASET_NAMES:
+        raise UserInputError(
+            f"unknown dataset {name!r}; valid datasets: {', '.join(DATASET_NAMES)}"
+        )
+    if binarize not in BINARIZE_MODES:
+        raise UserInputError(
+            f"unknown binarize mode {binarize!r}; valid modes: {', '.join(BINARIZE_MODES)}"
+        )
+    if name == "digits":
+        splits = _load_digits()
+    else:
+        splits = _load_torchvision(
+            name, Path(data_dir) if data_dir else default_data_dir(), download
+        )
+    (train, train_y), (valid, valid_y), (test, test_y) = splits
+    generator = torch.Generator().manual_seed(EVAL_BINARIZATION_SEED)
+    if binarize in ("static", "threshold"):
+        train = _binarize_once(train, binarize, generator)
+    if binarize != "none":
+        valid = _binarize_once(valid, binarize, generator)
+        test = _binarize_once(test, binarize, generator)
+    return ImageData(
+        name=name,
+        binarize=binarize,
+        train=train.to(device),
+        valid=valid.to(device),
+        test=test.to(device),
+        train_labels=train_y.to(device),
+        valid_labels=valid_y.to(device),
+        test_labels=test_y.to(device),
+    )
+
+
+def _binarize_once(images: torch.Tensor, mode: str, generator: torch.Generator) -> torch.Tensor:
+    if mode == "threshold":
+        binary = images > 127
+    else:  # dynamic and static: one Bernoulli draw with the fixed generator
+        binary = torch.bernoulli(images.float() / 255, generator=generator).bool()
+    return binary.to(torch.uint8) * 255
+
+
+def _load_digits() -> tuple:
+    """scikit-learn's bundled 8x8 digits (UCI, 1,797 images, grey levels 0..16).
+
+    A fixed permutation splits it into 1,257 training, 180 validation and 360 test images.
+    """
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    images = torch.from_numpy(bunch.images).mul(255 / 16).round().to(torch.uint8).unsqueeze(1)
+    labels = torch.from_numpy(bunch.target).long()
+    order = torch.randperm(images.shape[0], generator=torch.Generator().manual_seed(0))
+    images, labels = images[order], labels[order]
+    n_test, n_valid = 360, 180
+    n_train = images.shape[0] - n_test - n_valid
+    cut = (slice(0, n_train), slice(n_train, n_train + n_valid), slice(n_train + n_valid, None))
+    return tuple((images[c], labels[c]) for c in cut)
+
+
+def _resolve_root(data_dir: Path, folder: str) -> Path:
+    """Accept the root that holds ``FOLDER/raw``, the ``FOLDER`` directory, or ``FOLDER/raw``."""
+    if data_dir.name == "raw" and data_dir.parent.name == folder:
+        return data_dir.parent.parent
+    if data_dir.name == folder:
+        return data_dir.parent
+    return data_dir
+
+
+def _load_torchvision(name: str, data_dir: Path, download: bool) -> tuple:
+    from torchvision import datasets
+
+    folder = TORCHVISION_DATASETS[name]
+    root = _resolve_root(data_dir, folder)
+    raw = root / folder / "raw"
+    how_to_fix = (
+        f"put {', '.join(MNIST_FILES)} (uncompressed IDX files) in {raw}, "
+        f"or pass --data-dir pointing at a folder that holds {folder}/raw/"
+    )
+    if not download and not root.is_dir():
+        raise UserInputError(f"data directory {root} does not exist; {how_to_fix}")
+    cls = getattr(datasets, folder)
+    try:
+        try:
+            train_set = cls(str(root), train=True, download=False)
+        except RuntimeError:
+            if not download:
+                raise UserInputError(
+                    f"{name} files not found in {raw} and download is off; {how_to_fix}"
+                ) from None
+            train_set = cls(str(root), train=True, download=True)
+        test_set = cls(str(root), train=False, download=False)
+    except UserInputError:
+        raise
+    except Exception as error:  # a failed download (offline) or an unreadable file
+        reason = " ".join(str(error).split()) or type(error).__name__
+        raise UserInputError(f"could not load {name} from {raw} ({reason}); {how_to_fix}") from None
+    train_x, train_y = train_set.data.unsqueeze(1), train_set.targets.long()
+    test_x, test_y = test_set.data.unsqueeze(1), test_set.targets.long()
+    n_train = train_x.shape[0] - MNIST_LIKE_VALIDATION_SIZE
+    return (
+        (train_x[:n_train], train_y[:n_train]),
+        (train_x[n_train:], train_y[n_train:]),
+        (test_x, test_y),
+    )

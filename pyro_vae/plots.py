@@ -1,0 +1,59 @@
+"""Images people look at: sample grids, reconstructions, training curves."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch.nn import functional as F
+from torchvision.utils import save_image
+
+# Small images (8x8 digits) are scaled up by whole pixels so a grid is readable.
+MIN_DISPLAY_SIZE = 28
+
+
+def _upscale(images: torch.Tensor) -> torch.Tensor:
+    factor = max(1, MIN_DISPLAY_SIZE // images.shape[-1])
+    return F.interpolate(images, scale_factor=factor, mode="nearest") if factor > 1 else images
+
+
+def save_image_grid(images: torch.Tensor, path: Path, nrow: int = 8) -> None:
+    """Write ``(N, C, H, W)`` images with values in [0, 1] as one PNG grid."""
+    save_image(_upscale(images.detach().float().cpu().clamp(0, 1)), path, nrow=nrow, padding=2)
+
+
+def save_reconstructions(
+    originals: torch.Tensor, reconstructions: torch.Tensor, path: Path
+) -> None:
+    """Originals on odd rows, their reconstructions directly beneath them."""
+    n = originals.shape[0]
+    nrow = min(n, 8)
+    rows = []
+    for start in range(0, n, nrow):
+        rows += [originals[start : start + nrow], reconstructions[start : start + nrow]]
+    save_image_grid(torch.cat(rows).cpu(), path, nrow=nrow)
+
+
+def save_curves(history: list[dict], path: Path) -> None:
+    """ELBO per data point against epoch for the train, validation and test columns."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
+    for key, label in (
+        ("train_elbo", "train"),
+        ("valid_elbo", "validation"),
+        ("test_elbo", "test"),
+    ):
+        points = [(row["epoch"], row[key]) for row in history if row.get(key) is not None]
+        if points:
+            ax.plot(*zip(*points), marker="o", markersize=3, label=label)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("ELBO (nats per image)")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)

@@ -1,0 +1,131 @@
+"""A run folder and the trained objects it holds.
+
+RUN_DIR/config.json          the TrainConfig, as plain JSON
+RUN_DIR/checkpoint.pt        parameters, optimizer and RNG states, epoch (see checkpoint.py)
+RUN_DIR/metrics.jsonl        one JSON row per epoch: train/valid/test ELBO, seconds
+RUN_DIR/samples.png          decoder means of z ~ p(z)
+RUN_DIR/reconstructions.png  test images above their reconstructions
+RUN_DIR/curves.png           ELBO against epoch
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from models import VAEModel
+from pyro_vae.checkpoint import CHECKPOINT_NAME, load_checkpoint
+from pyro_vae.config import TrainConfig, validate
+from pyro_vae.data import ImageData, load_data
+from pyro_vae.errors import UserInputError
+from pyro_vae.plots import save_curves, save_image_grid, save_reconstructions
+from pyro_vae.registry import build_vae, check_names, lookup
+
+CONFIG_NAME = "config.json"
+METRICS_NAME = "metrics.jsonl"
+
+
+@dataclass
+class Run:
+    """A trained (or loaded) VAE: config, Pyro model and guide, data, per-epoch history."""
+
+    config: TrainConfig
+    model: VAEModel
+    guide: nn.Module
+    data: ImageData
+    run_dir: Path | None = None
+    history: list[dict] = field(default_factory=list)
+
+    @property
+    def test_elbo(self) -> float | None:
+        """The last recorded test ELBO in nats per image."""
+        rows = [row for row in self.history if row.get("test_elbo") is not None]
+        return rows[-1]["test_elbo"] if rows else None
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UserInputError(
+            "device 'cuda' was asked for but no CUDA GPU is visible; use --device cpu"
+        )
+    return torch.device(name)
+
+
+def resolve_binarize(config: TrainConfig) -> str:
+    return config.binarize or lookup("likelihood", config.likelihood)().default_binarize
+
+
+def prepare(config: TrainConfig) -> tuple[ImageData, VAEModel, nn.Module]:
+    """Check ``config``, load its data on its device, and build its model/guide there."""
+    validate(config)
+    check_names(config)
+    device = resolve_device(config.device)
+    binarize = resolve_binarize(config)
+    data = load_data(config.dataset, binarize, device, config.data_dir, config.download)
+    model, guide = build_vae(config, data.image_shape)
+    for split in ("train", "valid", "test"):
+        model.likelihood.check_support(data.split(split), binarize)
+    return data, model.to(device), guide.to(device)
+
+
+def read_config(run_dir: Path) -> TrainConfig:
+    path = Path(run_dir) / CONFIG_NAME
+    if not path.is_file():
+        raise UserInputError(f"{run_dir} is not a run folder (no {CONFIG_NAME}); train one first")
+    try:
+        values = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise UserInputError(f"{path} is not valid JSON ({error})") from None
+    if not isinstance(values, dict):
+        raise UserInputError(f"{path} does not hold a JSON object")
+    return TrainConfig.from_dict(values)
+
+
+def read_history(run_dir: Path) -> list[dict]:
+    path = Path(run_dir) / METRICS_NAME
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def load_run(run_dir: str | Path, device: str | None = None) -> Run:
+    """Rebuild a run from its folder: config, data, and the parameters of its checkpoint.
+
+    ``device`` overrides the device the run was trained on (``"cpu"`` to inspect a GPU run).
+    """
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise UserInputError(f"run folder {run_dir} does not exist")
+    config = read_config(run_dir)
+    if device is not None:
+        config.device = device
+    state = load_checkpoint(run_dir / CHECKPOINT_NAME)
+    data, model, guide = prepare(config)
+    try:
+        model.load_state_dict(state["model"])
+        guide.load_state_dict(state["guide"])
+    except (KeyError, RuntimeError) as error:
+        reason = " ".join(str(error).split())[:300]
+        raise UserInputError(
+            f"the checkpoint in {run_dir} does not fit the model of its config.json ({reason})"
+        ) from None
+    return Run(config, model, guide, data, run_dir, read_history(run_dir))
+
+
+def write_images(run: Run, out_dir: Path, num_images: int = 64) -> None:
+    """samples.png, reconstructions.png and curves.png for ``run`` in ``out_dir``."""
+    with torch.no_grad():
+        save_image_grid(run.model.sample_means(num_images), out_dir / "samples.png")
+        originals = next(run.data.eval_batches("test", 32))
+        codes = run.guide.posterior(originals).mean
+        save_reconstructions(
+            originals, run.model.decode_mean(codes), out_dir / "reconstructions.png"
+        )
+    if run.history:
+        save_curves(run.history, out_dir / "curves.png")
