@@ -109,12 +109,12 @@ def load_data(
             name, Path(data_dir) if data_dir else default_data_dir(), download
         )
     (train, train_y), (valid, valid_y), (test, test_y) = splits
-    generator = torch.Generator().manual_seed(EVAL_BINARIZATION_SEED)
+    # Each split has its own fixed seed, so the test set's draw is the same in every mode.
     if binarize in ("static", "threshold"):
-        train = _binarize_once(train, binarize, generator)
+        train = _binarize_once(train, binarize, EVAL_BINARIZATION_SEED)
     if binarize != "none":
-        valid = _binarize_once(valid, binarize, generator)
-        test = _binarize_once(test, binarize, generator)
+        valid = _binarize_once(valid, binarize, EVAL_BINARIZATION_SEED + 1)
+        test = _binarize_once(test, binarize, EVAL_BINARIZATION_SEED + 2)
     return ImageData(
         name=name,
         binarize=binarize,
@@ -127,10 +127,11 @@ def load_data(
     )
 
 
-def _binarize_once(images: torch.Tensor, mode: str, generator: torch.Generator) -> torch.Tensor:
+def _binarize_once(images: torch.Tensor, mode: str, seed: int) -> torch.Tensor:
     if mode == "threshold":
         binary = images > 127
-    else:  # dynamic and static: one Bernoulli draw with the fixed generator
+    else:  # dynamic and static: one Bernoulli draw with a fixed seed
+        generator = torch.Generator().manual_seed(seed)
         binary = torch.bernoulli(images.float() / 255, generator=generator).bool()
     return binary.to(torch.uint8) * 255
 

@@ -13,6 +13,7 @@ import json
 import math
 import random
 import time
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ from tqdm.auto import tqdm
 
 from pyro_vae.checkpoint import CHECKPOINT_NAME, save_checkpoint
 from pyro_vae.config import TrainConfig
+from pyro_vae.data import ImageData
 from pyro_vae.errors import UserInputError
 from pyro_vae.evaluate import elbo_per_datapoint
 from pyro_vae.registry import make_elbo
@@ -68,11 +70,45 @@ def rng_state(generator: torch.Generator) -> dict[str, Any]:
     }
 
 
+def svi_epoch(
+    loss_fn: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    data: ImageData,
+    generator: torch.Generator,
+    batch_size: int,
+    clip_norm: float | None = None,
+    on_step: Callable[[int, torch.Tensor, int], None] | None = None,
+) -> torch.Tensor:
+    """One pass over the training images in a random order, one SVI step per minibatch.
+
+    ``loss_fn(x)`` is a Pyro ELBO module (``elbo(model, guide)``) returning the batch's loss
+    summed over images. Returns the epoch's summed loss as a device tensor, so the loop
+    itself never waits for the device.
+    """
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    n_train = data.train.shape[0]
+    total = torch.zeros((), device=data.device)
+    order = torch.randperm(n_train, generator=generator, device=data.device)
+    for step, index in enumerate(order.split(batch_size)):
+        loss = loss_fn(data.train_batch(index, generator))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if clip_norm is not None:
+            torch.nn.utils.clip_grad_norm_(params, clip_norm, foreach=True)
+        optimizer.step()
+        total += loss.detach()
+        if on_step is not None:
+            on_step(step, loss, index.numel())
+    return total
+
+
 def train(config: TrainConfig, run_dir: str | Path | None = None, progress: bool = True) -> Run:
     """Train the VAE that ``config`` describes and write its run folder (see ``pyro_vae.run``).
 
     ``run_dir=None`` writes to ``runs/<dataset>-<timestamp>``. Returns the trained :class:`Run`.
     """
+    pyro.clear_param_store()  # stale parameters of an earlier model must not shadow these
+    pyro.set_rng_seed(config.seed)  # before the networks are built: their initialization too
     data, model, guide = prepare(config)
     n_train = data.train.shape[0]
     if config.batch_size > n_train:
@@ -84,8 +120,6 @@ def train(config: TrainConfig, run_dir: str | Path | None = None, progress: bool
     (run_dir / CONFIG_NAME).write_text(json.dumps(config.to_dict(), indent=2) + "\n")
     metrics_path = run_dir / METRICS_NAME
 
-    pyro.clear_param_store()  # stale parameters of an earlier model must not shadow these
-    pyro.set_rng_seed(config.seed)
     device = data.device
     generator = torch.Generator(device=device).manual_seed(config.seed)
     elbo = make_elbo(config)
@@ -94,8 +128,7 @@ def train(config: TrainConfig, run_dir: str | Path | None = None, progress: bool
     # the hot loop without it; support was checked once on the whole data set.
     with pyro.validation_enabled(True), torch.no_grad():
         loss_fn(data.train_batch(torch.arange(min(8, n_train), device=device), generator))
-    params = list(loss_fn.parameters())
-    optimizer = torch.optim.Adam(params, lr=config.lr, foreach=True)
+    optimizer = torch.optim.Adam(loss_fn.parameters(), lr=config.lr, foreach=True)
 
     def evaluate_row(epoch: int, train_elbo: float | None, seconds: float | None) -> dict:
         row = {"epoch": epoch, "train_elbo": train_elbo, "seconds": seconds}
@@ -134,22 +167,18 @@ def train(config: TrainConfig, run_dir: str | Path | None = None, progress: bool
         mininterval=0.5,
         dynamic_ncols=True,
     )
+
+    def show(step: int, loss: torch.Tensor, batch_size: int) -> None:
+        bar.update()
+        if step % PROGRESS_EVERY == 0:  # .item() syncs the device: not on every step
+            bar.set_postfix(epoch=epoch, loss=f"{loss.item() / batch_size:.2f}")
+
     with bar, pyro.validation_enabled(False):
         for epoch in range(1, config.epochs + 1):
             start = time.perf_counter()
-            total = torch.zeros((), device=device)
-            order = torch.randperm(n_train, generator=generator, device=device)
-            for step, index in enumerate(order.split(config.batch_size)):
-                loss = loss_fn(data.train_batch(index, generator))
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                if config.clip_norm is not None:
-                    torch.nn.utils.clip_grad_norm_(params, config.clip_norm, foreach=True)
-                optimizer.step()
-                total += loss.detach()
-                bar.update()
-                if step % PROGRESS_EVERY == 0:
-                    bar.set_postfix(epoch=epoch, loss=f"{loss.item() / index.numel():.2f}")
+            total = svi_epoch(
+                loss_fn, optimizer, data, generator, config.batch_size, config.clip_norm, show
+            )
             train_elbo = -total.item() / n_train  # one device sync per epoch
             seconds = time.perf_counter() - start
             if not math.isfinite(train_elbo):

@@ -1,0 +1,36 @@
+from pathlib import Path
+
+import pyro
+import pytest
+
+from pyro_vae import TrainConfig, train
+
+# The shared MNIST copy beside the checkout (and in CI): ../shared/data/MNIST/raw.
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+MNIST_RAW = SHARED_DATA / "MNIST" / "raw"
+
+needs_mnist = pytest.mark.skipif(
+    not (MNIST_RAW / "train-images-idx3-ubyte").is_file(),
+    reason=f"shared MNIST copy not found at {MNIST_RAW}",
+)
+
+
+def small_config(**overrides) -> TrainConfig:
+    """A small network on the embedded digits: seconds to train on two CPU cores."""
+    values = dict(epochs=2, hidden_dims=[64], latent_dim=8, batch_size=64, device="cpu")
+    values.update(overrides)
+    return TrainConfig(**values)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_pyro_state():
+    pyro.clear_param_store()
+    pyro.set_rng_seed(0)
+    yield
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory):
+    """One small digits run shared by the tests that only read it."""
+    run_dir = tmp_path_factory.mktemp("runs") / "digits"
+    return train(small_config(epochs=3), run_dir=run_dir, progress=False)

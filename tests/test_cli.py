@@ -1,0 +1,130 @@
+import json
+import subprocess
+import sys
+
+import pytest
+
+from pyro_vae.cli import main
+from tests.conftest import SHARED_DATA, needs_mnist
+from tests.test_train import RUN_FILES
+
+SMALL = ["--epochs", "2", "--hidden-dims", "32", "--latent-dim", "4", "--device", "cpu", "--quiet"]
+
+
+def run_cli(args, capsys):
+    code = main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_train_evaluate_sample_end_to_end(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    code, out, err = run_cli(["train", *SMALL, "--out", run_dir], capsys)
+    assert code == 0, err
+    assert RUN_FILES <= {p.name for p in run_dir.iterdir()}
+    trained = float(out.split("test ELBO: ")[1].split()[0])
+
+    code, out, _ = run_cli(["evaluate", run_dir], capsys)
+    assert code == 0
+    assert float(out.split("test ELBO: ")[1].split()[0]) == trained
+    assert json.loads((run_dir / "evaluation.json").read_text())["num_images"] == 360
+
+    code, out, _ = run_cli(["sample", run_dir, "--num", "9", "--out", tmp_path / "s.png"], capsys)
+    assert code == 0 and (tmp_path / "s.png").stat().st_size > 0
+
+
+def test_python_dash_m_is_the_same_command(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "pyro_vae", "train", "--guide", "nope", "--out", tmp_path / "r"],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        "pyro-vae: error: unknown guide 'nope'; valid guide names: diag-normal"
+    )
+
+
+def test_help_documents_every_option(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "--help"])
+    assert exit_info.value.code == 0
+    text = capsys.readouterr().out
+    flags = """--dataset --data-dir --no-download --binarize --prior --decoder --likelihood
+        --encoder --guide --latent-dim --hidden-dims --activation --elbo --num-particles --lr
+        --clip-norm --epochs --batch-size --eval-batch-size --seed --device --out --quiet"""
+    for flag in flags.split():
+        assert flag in text
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["train", "--dataset", "cifar"], "valid datasets: digits, mnist"),
+        (["train", "--guide", "flowy"], "valid guide names: diag-normal"),
+        (["train", "--prior", "vamp"], "valid prior names: standard-normal"),
+        (["train", "--likelihood", "poisson"], "valid likelihood names: bernoulli"),
+        (["train", "--decoder", "conv"], "valid decoder names: mlp"),
+        (["train", "--encoder", "conv"], "valid encoder names: mlp"),
+        (["train", "--elbo", "renyi"], "valid elbo names: trace, meanfield"),
+        (["train", "--activation", "swish"], "valid activations: softplus"),
+        (["train", "--binarize", "maybe"], "valid modes: dynamic, static, threshold, none"),
+        (["train", "--device", "tpu"], "valid devices: auto, cpu, cuda"),
+        (["train", "--batch-size", "0"], "batch_size must be an integer >= 1"),
+        (["train", "--batch-size", "two"], "invalid int value: 'two'"),
+        (["train", "--epochs", "-1"], "epochs must be an integer >= 0"),
+        (["train", "--latent-dim", "0"], "latent_dim must be an integer >= 1"),
+        (["train", "--num-particles", "0"], "num_particles must be an integer >= 1"),
+        (["train", "--hidden-dims", "0"], "hidden_dims must be a non-empty list"),
+        (["train", "--lr", "-1"], "lr must be a finite number > 0"),
+        (["train", "--lr", "nan"], "lr must be a finite number > 0"),
+        (["train", "--clip-norm", "0"], "clip_norm must be a finite number > 0"),
+        (["train", "--batch-size", "99999"], "larger than the 1257 training images"),
+        (["train", "--binarize", "none"], "needs binary pixels"),
+        (
+            ["train", "--dataset", "mnist", "--data-dir", "/no/such/dir", "--no-download"],
+            "data directory /no/such/dir does not exist",
+        ),
+        (["train", "--frobnicate"], "unrecognized arguments: --frobnicate"),
+        (["evaluate", "/no/such/run"], "run folder /no/such/run does not exist"),
+        (["sample", "/no/such/run"], "run folder /no/such/run does not exist"),
+        (["launch"], "invalid choice: 'launch'"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_code_2(tmp_path, capsys, args, message):
+    if args[0] == "train":
+        args = [*args, "--out", str(tmp_path / "run")]
+    try:
+        code = main(args)
+    except SystemExit as exit_info:  # argparse's own usage errors exit from parse_args
+        code = exit_info.code
+    _, err = capsys.readouterr()
+    assert code == 2
+    assert message in err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert not (tmp_path / "run" / "checkpoint.pt").exists()
+
+
+def test_unwritable_output_folder(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    code, _, err = run_cli(["train", *SMALL, "--out", blocker / "run"], capsys)
+    assert code == 2 and err.startswith("pyro-vae: error: cannot write to run folder")
+
+
+def test_evaluate_a_folder_without_checkpoint(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    run_cli(["train", *SMALL, "--epochs", "0", "--out", run_dir], capsys)
+    (run_dir / "checkpoint.pt").unlink()
+    code, _, err = run_cli(["evaluate", run_dir], capsys)
+    assert code == 2 and "no checkpoint at" in err
+
+
+@needs_mnist
+def test_train_on_the_shared_mnist_copy(tmp_path, capsys):
+    args = "train --dataset mnist --no-download --epochs 1 --hidden-dims 64 --batch-size 500"
+    args = [*args.split(), "--data-dir", SHARED_DATA, "--out", tmp_path / "run", "--quiet"]
+    code, out, err = run_cli(args, capsys)
+    assert code == 0, err
+    assert "10000 test images of mnist" in out
+    assert -250 < float(out.split("test ELBO: ")[1].split()[0]) < -100

@@ -1,0 +1,99 @@
+import pytest
+import torch
+
+from pyro_vae.data import load_data
+from pyro_vae.errors import UserInputError
+from tests.conftest import MNIST_RAW, SHARED_DATA, needs_mnist
+
+
+def test_digits_is_embedded_and_split():
+    data = load_data("digits", "dynamic")
+    assert data.image_shape == (1, 8, 8)
+    assert [data.split(s).shape[0] for s in ("train", "valid", "test")] == [1257, 180, 360]
+    assert data.train.dtype == torch.uint8
+    # Dynamic mode keeps grey training pixels and binarizes the evaluation splits once.
+    assert len(data.train.unique()) > 2
+    assert set(data.test.unique().tolist()) == {0, 255}
+    assert len(data.test_labels.unique()) == 10
+
+
+def test_splits_do_not_overlap():
+    data = load_data("digits", "none")
+    flat = {tuple(x.flatten().tolist()) for x in data.train}
+    overlap = sum(tuple(x.flatten().tolist()) in flat for x in data.test)
+    assert overlap < 5  # a handful of duplicate images exist in the UCI set itself
+
+
+def test_test_set_binarization_is_fixed_across_loads():
+    first, second = load_data("digits", "dynamic"), load_data("digits", "static")
+    assert torch.equal(first.test, second.test)  # same fixed-seed draw in both modes
+    assert torch.equal(first.test, load_data("digits", "dynamic").test)
+
+
+def test_binarization_modes():
+    grey = load_data("digits", "none")
+    threshold = load_data("digits", "threshold")
+    assert torch.equal(threshold.train, (grey.train > 127).to(torch.uint8) * 255)
+    static = load_data("digits", "static")
+    assert set(static.train.unique().tolist()) == {0, 255}
+    # A Bernoulli draw keeps the mean grey level (checked over ~80k pixels).
+    assert abs(static.train.float().mean() - grey.train.float().mean()) < 1.5
+
+
+def test_dynamic_batches_are_fresh_draws_with_the_right_mean():
+    data = load_data("digits", "dynamic")
+    generator = torch.Generator().manual_seed(0)
+    index = torch.arange(data.train.shape[0])
+    first = data.train_batch(index, generator)
+    second = data.train_batch(index, generator)
+    assert set(first.unique().tolist()) == {0.0, 1.0}
+    assert not torch.equal(first, second)
+    expected = data.train.float().mean() / 255
+    assert abs(first.mean() - expected) < 0.01
+
+
+def test_eval_batches_cover_the_split_in_order():
+    data = load_data("digits", "static")
+    batches = list(data.eval_batches("test", 100))
+    assert [b.shape[0] for b in batches] == [100, 100, 100, 60]
+    assert torch.equal(torch.cat(batches), data.test.float() / 255)
+
+
+def test_unknown_dataset_lists_valid_names():
+    with pytest.raises(
+        UserInputError, match="valid datasets: digits, mnist, fashion-mnist, kmnist"
+    ):
+        load_data("cifar-100", "dynamic")
+
+
+def test_missing_directory_offline_names_the_directory(tmp_path):
+    missing = tmp_path / "nowhere"
+    with pytest.raises(UserInputError, match=f"data directory {missing} does not exist"):
+        load_data("mnist", "dynamic", data_dir=missing, download=False)
+
+
+def test_missing_files_offline_name_the_raw_folder(tmp_path):
+    with pytest.raises(UserInputError, match=r"not found in .*MNIST/raw and download is off"):
+        load_data("mnist", "dynamic", data_dir=tmp_path, download=False)
+
+
+def test_corrupt_idx_file_is_a_clear_error(tmp_path):
+    raw = tmp_path / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for name in MNIST_RAW.iterdir() if MNIST_RAW.is_dir() else []:
+        (raw / name.name).write_bytes(b"\x00\x00\x08\x03garbage")
+    if not any(raw.iterdir()):
+        pytest.skip("shared MNIST copy absent")
+    with pytest.raises(UserInputError, match="could not load mnist"):
+        load_data("mnist", "dynamic", data_dir=tmp_path, download=False)
+
+
+@needs_mnist
+@pytest.mark.parametrize("given", ["root", "folder", "raw"])
+def test_mnist_from_the_shared_copy(given):
+    data_dir = {"root": SHARED_DATA, "folder": SHARED_DATA / "MNIST", "raw": MNIST_RAW}[given]
+    data = load_data("mnist", "static", data_dir=data_dir, download=False)
+    assert data.image_shape == (1, 28, 28)
+    # The last 10,000 training images are the validation split.
+    assert [data.split(s).shape[0] for s in ("train", "valid", "test")] == [50_000, 10_000, 10_000]
+    assert data.test_labels[:5].tolist() == [7, 2, 1, 0, 4]  # the canonical first test labels
