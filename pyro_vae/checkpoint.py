@@ -7,9 +7,11 @@ refuses anything else), tagged with a format version and the run's full config.
 from __future__ import annotations
 
 import os
+import random
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from pyro_vae.errors import UserInputError
@@ -70,3 +72,31 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
             f"reads version {FORMAT_VERSION}"
         )
     return state
+
+
+def capture_rng(generator: torch.Generator) -> dict[str, Any]:
+    """Every random state a run draws from, as tensors and plain values (weights_only-safe).
+
+    ``generator`` is the data stream (minibatch order and dynamic binarization); Pyro's
+    latent samples draw from torch's global generators, CPU and CUDA.
+    """
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "data": generator.get_state(),
+        "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached],
+        "python": random.getstate(),
+    }
+
+
+def restore_rng(state: dict[str, Any], generator: torch.Generator) -> None:
+    """Put back the random states that :func:`capture_rng` took."""
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    generator.set_state(state["data"])
+    kind, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    version, internal, gauss_next = state["python"]
+    random.setstate((version, tuple(internal), gauss_next))

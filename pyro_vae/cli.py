@@ -12,13 +12,15 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from pyro_vae.config import BINARIZE_MODES, DEVICES, TrainConfig
+from pyro_vae.config import BINARIZE_MODES, DEVICES, TrainConfig, validate
 from pyro_vae.data import DATASET_NAMES
 from pyro_vae.errors import UserInputError
 from pyro_vae.nn import ACTIVATIONS
-from pyro_vae.registry import names
+from pyro_vae.registry import check_names, names
+from pyro_vae.train import TrainingInterrupted, resume_config
 
 EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
 
 _DEFAULTS = TrainConfig()
 
@@ -52,10 +54,13 @@ TRAIN_HELP = {
     "eval_batch_size": "batch size for validation and test evaluation",
     "seed": "random seed (parameters, minibatch order, dynamic binarization)",
     "device": f"device ({_one_of(DEVICES)}); auto picks cuda when a GPU is visible",
+    "checkpoint_every": "write a checkpoint every N epochs (and always at the end)",
+    "checkpoint_minutes": "also write one mid-epoch after this many minutes",
+    "skip_nonfinite": "skip up to N steps with a NaN/inf loss or gradient before stopping",
 }
 
 
-_NONE_DEFAULT_TYPES = {"clip_norm": float}
+_NONE_DEFAULT_TYPES = {"clip_norm": float, "checkpoint_minutes": float}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -66,29 +71,23 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _add_train_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag per TrainConfig field. Defaults are SUPPRESSed, so the parsed namespace holds
+    only the flags the user gave: a resumed run changes just those."""
     for f in dataclasses.fields(TrainConfig):
         flag = "--" + f.name.replace("_", "-")
         default = getattr(_DEFAULTS, f.name)
-        help_text = TRAIN_HELP[f.name] + (f" (default: {default})" if default is not None else "")
+        shown = " ".join(map(str, default)) if isinstance(default, list) else default
+        help_text = TRAIN_HELP[f.name] + (f" (default: {shown})" if default is not None else "")
+        common = dict(default=argparse.SUPPRESS, dest=f.name)
         if f.name == "download":
-            parser.add_argument(
-                "--no-download", dest="download", action="store_false", help=TRAIN_HELP[f.name]
-            )
+            parser.add_argument("--no-download", action="store_false", help=help_text, **common)
         elif f.name == "hidden_dims":
-            parser.add_argument(
-                flag,
-                type=int,
-                nargs="+",
-                default=default,
-                metavar="N",
-                help=f"{TRAIN_HELP[f.name]} (default: {' '.join(map(str, default))})",
-            )
+            parser.add_argument(flag, type=int, nargs="+", metavar="N", help=help_text, **common)
         else:
             # Fields whose default is None are strings, but for the one float among them.
             kind = type(default) if default is not None else _NONE_DEFAULT_TYPES.get(f.name, str)
-            parser.add_argument(
-                flag, type=kind, default=default, metavar=f.name.upper(), help=help_text
-            )
+            metavar = f.name.upper()
+            parser.add_argument(flag, type=kind, metavar=metavar, help=help_text, **common)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -109,6 +108,15 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         metavar="DIR",
         help="run folder to create (default: runs/<dataset>-<timestamp>)",
+    )
+    train.add_argument(
+        "--resume",
+        type=Path,
+        default=None,
+        metavar="RUN_DIR",
+        help="continue the run in RUN_DIR from its checkpoint; of the flags above only "
+        "--epochs, --device, --data-dir, --no-download, --checkpoint-every, "
+        "--checkpoint-minutes and --skip-nonfinite may change",
     )
     train.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -155,11 +163,33 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def train_config_from_args(args: argparse.Namespace) -> TrainConfig:
+    """The config a ``train`` command line asks for: the flags given over the defaults, or,
+    with --resume, over the run's stored config."""
+    given = {
+        f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if f.name in args
+    }
+    if args.resume is None:
+        config = TrainConfig(**given)
+    else:
+        if args.out is not None:
+            raise UserInputError(
+                "--resume and --out conflict: a resumed run continues in its own folder"
+            )
+        config = dataclasses.replace(resume_config(args.resume, None), **given)
+    validate(config)
+    check_names(config)
+    return config
+
+
 def _train(args: argparse.Namespace) -> None:
     from pyro_vae.train import train
 
-    fields = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)}
-    run = train(TrainConfig(**fields), run_dir=args.out, progress=not args.quiet)
+    config = train_config_from_args(args)
+    if args.resume is not None:
+        run = train(config, run_dir=args.resume, progress=not args.quiet, resume=True)
+    else:
+        run = train(config, run_dir=args.out, progress=not args.quiet)
     final = run.history[-1]
     print(f"run folder: {run.run_dir}")
     if final["train_elbo"] is not None:
@@ -209,9 +239,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UserInputError as error:
         print(f"pyro-vae: error: {error}", file=sys.stderr)
         return EXIT_USAGE
+    except TrainingInterrupted as interrupted:
+        print(f"pyro-vae: {interrupted}", file=sys.stderr)
+        return EXIT_INTERRUPTED
     except KeyboardInterrupt:
         print("pyro-vae: interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
     return 0
 
 

@@ -15,6 +15,16 @@ from pyro_vae.errors import UserInputError
 
 BINARIZE_MODES = ("dynamic", "static", "threshold", "none")
 DEVICES = ("auto", "cpu", "cuda")
+# Fields a resumed run may change: none of them alters the numbers it computes.
+RESUMABLE_CHANGES = (
+    "epochs",
+    "device",
+    "data_dir",
+    "download",
+    "checkpoint_every",
+    "checkpoint_minutes",
+    "skip_nonfinite",
+)
 
 
 @dataclass
@@ -43,6 +53,10 @@ class TrainConfig:
     eval_batch_size: int = 1000
     seed: int = 0
     device: str = "auto"
+    # robustness: when to checkpoint, how many non-finite steps to skip before stopping
+    checkpoint_every: int = 1  # epochs
+    checkpoint_minutes: float | None = 10.0  # also mid-epoch, after this many minutes
+    skip_nonfinite: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -59,15 +73,32 @@ class TrainConfig:
         return cls(**values)
 
 
+def differing_fields(old: TrainConfig, new: TrainConfig) -> list[str]:
+    """``field: old -> new`` for every field whose value differs between two configs."""
+    return [
+        f"{f.name}: {getattr(old, f.name)!r} -> {getattr(new, f.name)!r}"
+        for f in dataclasses.fields(TrainConfig)
+        if getattr(old, f.name) != getattr(new, f.name)
+    ]
+
+
 def validate(config: TrainConfig) -> None:
     """Raise UserInputError for the first field that cannot work (names: registry.check_names)."""
-    positive_ints = ("latent_dim", "num_particles", "batch_size", "eval_batch_size")
+    positive_ints = (
+        "latent_dim",
+        "num_particles",
+        "batch_size",
+        "eval_batch_size",
+        "checkpoint_every",
+    )
     for name in positive_ints:
         value = getattr(config, name)
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise UserInputError(f"{name} must be an integer >= 1, got {value!r}")
-    if isinstance(config.epochs, bool) or not isinstance(config.epochs, int) or config.epochs < 0:
-        raise UserInputError(f"epochs must be an integer >= 0, got {config.epochs!r}")
+    for name in ("epochs", "seed", "skip_nonfinite"):
+        value = getattr(config, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise UserInputError(f"{name} must be an integer >= 0, got {value!r}")
     if not config.hidden_dims or any(
         isinstance(h, bool) or not isinstance(h, int) or h < 1 for h in config.hidden_dims
     ):
@@ -92,5 +123,12 @@ def validate(config: TrainConfig) -> None:
         raise UserInputError(
             f"unknown device {config.device!r}; valid devices: {', '.join(DEVICES)}"
         )
-    if not isinstance(config.seed, int) or isinstance(config.seed, bool) or config.seed < 0:
-        raise UserInputError(f"seed must be an integer >= 0, got {config.seed!r}")
+    if config.checkpoint_minutes is not None and not (
+        isinstance(config.checkpoint_minutes, (int, float))
+        and math.isfinite(config.checkpoint_minutes)
+        and config.checkpoint_minutes >= 0
+    ):
+        raise UserInputError(
+            f"checkpoint_minutes must be a finite number >= 0 or None, "
+            f"got {config.checkpoint_minutes!r}"
+        )

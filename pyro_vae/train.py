@@ -5,37 +5,56 @@ minibatch: the loss module ``elbo(model, guide)`` is Pyro's own (``pyro.infer.EL
 and one foreach Adam updates every parameter of model and guide at once, rather than the one
 optimizer per parameter of ``pyro.optim``. The loss of a batch is a sum over its images;
 reported ELBOs are divided by the number of images (nats per image).
+
+Training survives interruption: a checkpoint (parameters, optimizer state, every RNG state,
+the epoch's minibatch order and the position in it) is written atomically every
+``checkpoint_every`` epochs, every ``checkpoint_minutes`` minutes (mid-epoch too), at the end,
+and on SIGINT/SIGTERM; ``train(..., resume=True)`` continues from it, bit for bit on the CPU.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
-import random
+import signal
+import threading
 import time
-from collections.abc import Callable
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
 
-import numpy as np
 import pyro
 import torch
+from pyro import poutine
 from tqdm.auto import tqdm
 
-from pyro_vae.checkpoint import CHECKPOINT_NAME, save_checkpoint
-from pyro_vae.config import TrainConfig
+from pyro_vae.checkpoint import (
+    CHECKPOINT_NAME,
+    capture_rng,
+    load_checkpoint,
+    restore_rng,
+    save_checkpoint,
+    write_atomically,
+)
+from pyro_vae.config import RESUMABLE_CHANGES, TrainConfig, differing_fields
 from pyro_vae.data import ImageData
 from pyro_vae.errors import UserInputError
-from pyro_vae.evaluate import elbo_per_datapoint
+from pyro_vae.evaluate import elbo_per_datapoint, fixed_seed
 from pyro_vae.registry import make_elbo
-from pyro_vae.run import CONFIG_NAME, METRICS_NAME, Run, prepare, write_images
+from pyro_vae.run import CONFIG_NAME, METRICS_NAME, Run, prepare, read_config, write_images
 
-PROGRESS_EVERY = 25  # steps between progress-bar loss updates (each one syncs the device)
+PROGRESS_EVERY = 25  # steps between progress-bar loss updates
 
 
 class NonFiniteLossError(UserInputError):
-    """Training produced a NaN or infinite loss; the last good checkpoint is kept."""
+    """Training produced a NaN or infinite loss or gradient; the last good checkpoint is kept."""
+
+
+class TrainingInterrupted(Exception):
+    """SIGINT or SIGTERM arrived; a checkpoint of the exact position was written first."""
 
 
 def default_run_dir(config: TrainConfig) -> Path:
@@ -46,7 +65,7 @@ def prepare_run_dir(run_dir: Path) -> Path:
     """Create ``run_dir``; refuse one that already holds a run, or one that cannot be written."""
     if (run_dir / CHECKPOINT_NAME).exists() or (run_dir / CONFIG_NAME).exists():
         raise UserInputError(
-            f"{run_dir} already holds a run; choose another --out so nothing in it is overwritten"
+            f"{run_dir} already holds a run; choose another --out, or continue it with --resume"
         )
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -58,16 +77,31 @@ def prepare_run_dir(run_dir: Path) -> Path:
     return run_dir
 
 
-def rng_state(generator: torch.Generator) -> dict[str, Any]:
-    """Every random state a run draws from, as tensors and plain values (weights_only-safe)."""
-    np_state = np.random.get_state()
-    return {
-        "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-        "data": generator.get_state(),
-        "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]],
-        "python": random.getstate(),
-    }
+def svi_step(
+    loss_fn: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    x: torch.Tensor,
+    clip_norm: float | None = None,
+    check_finite: bool = True,
+) -> tuple[torch.Tensor, bool]:
+    """One SVI step on batch ``x``; returns (loss, whether the step was taken).
+
+    With ``check_finite`` a non-finite loss or gradient norm skips the parameter update and
+    returns False (this waits for the device once per step); the caller decides what follows.
+    """
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    loss = loss_fn(x)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if clip_norm is not None or check_finite:
+        grads = [p.grad for p in params if p.grad is not None]
+        norm = torch.nn.utils.get_total_norm(grads, foreach=True)
+        if check_finite and not bool(torch.isfinite(loss) & torch.isfinite(norm)):
+            return loss, False
+        if clip_norm is not None:
+            torch.nn.utils.clip_grads_with_norm_(params, clip_norm, norm, foreach=True)
+    optimizer.step()
+    return loss, True
 
 
 def svi_epoch(
@@ -77,36 +111,126 @@ def svi_epoch(
     generator: torch.Generator,
     batch_size: int,
     clip_norm: float | None = None,
-    on_step: Callable[[int, torch.Tensor, int], None] | None = None,
 ) -> torch.Tensor:
     """One pass over the training images in a random order, one SVI step per minibatch.
 
-    ``loss_fn(x)`` is a Pyro ELBO module (``elbo(model, guide)``) returning the batch's loss
-    summed over images. Returns the epoch's summed loss as a device tensor, so the loop
-    itself never waits for the device.
+    Returns the summed loss as a device tensor. No finiteness check, so the loop never waits
+    for the device: the benchmark's view of the hot loop; :func:`train` adds the checks.
     """
-    params = [p for group in optimizer.param_groups for p in group["params"]]
-    n_train = data.train.shape[0]
     total = torch.zeros((), device=data.device)
-    order = torch.randperm(n_train, generator=generator, device=data.device)
-    for step, index in enumerate(order.split(batch_size)):
-        loss = loss_fn(data.train_batch(index, generator))
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if clip_norm is not None:
-            torch.nn.utils.clip_grad_norm_(params, clip_norm, foreach=True)
-        optimizer.step()
+    order = torch.randperm(data.train.shape[0], generator=generator, device=data.device)
+    for index in order.split(batch_size):
+        loss, _ = svi_step(loss_fn, optimizer, data.train_batch(index, generator), clip_norm, False)
         total += loss.detach()
-        if on_step is not None:
-            on_step(step, loss, index.numel())
     return total
 
 
-def train(config: TrainConfig, run_dir: str | Path | None = None, progress: bool = True) -> Run:
+def nonfinite_report(model: torch.nn.Module, guide: torch.nn.Module, x: torch.Tensor) -> str:
+    """Which sites' log-probabilities, parameters and gradients are not finite, re-run on ``x``."""
+    sites, params, grads = [], [], []
+    with torch.no_grad(), fixed_seed(0, x.device):  # the diagnosis must not move the RNG
+        guide_trace = poutine.trace(guide).get_trace(x)
+        model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(x)
+        for program, trace in (("model", model_trace), ("guide", guide_trace)):
+            for name, site in trace.nodes.items():
+                if site["type"] == "sample" and not poutine.util.site_is_subsample(site):
+                    if not torch.isfinite(site["fn"].log_prob(site["value"])).all():
+                        sites.append(f"{program} site {name!r}")
+    for program, module in (("model", model), ("guide", guide)):
+        for name, param in module.named_parameters():
+            if not torch.isfinite(param).all():
+                params.append(f"{program}.{name}")
+            elif param.grad is not None and not torch.isfinite(param.grad).all():
+                grads.append(f"{program}.{name}")
+
+    def listing(names: list[str]) -> str:
+        return ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+
+    found = [f"log-probability of {listing(sites)}"] if sites else []
+    found += [f"parameters {listing(params)}"] if params else []
+    found += [f"gradients of {listing(grads)}"] if grads else []
+    return "; ".join(found) + " not finite" if found else "the loss (no single site reproduces it)"
+
+
+@contextlib.contextmanager
+def stop_requests() -> Iterator[threading.Event]:
+    """An event set by SIGINT/SIGTERM, so the loop can checkpoint before it stops.
+
+    A second SIGINT raises KeyboardInterrupt at once. Outside the main thread (where Python
+    allows no signal handlers) the event simply never fires.
+    """
+    event = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield event
+        return
+
+    def handle(signum, frame):
+        if event.is_set() and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        event.set()
+
+    previous = {sig: signal.signal(sig, handle) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield event
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+@dataclass
+class Position:
+    """Where training stands: ``epochs_done`` full epochs, then ``step`` steps of the next."""
+
+    epochs_done: int = 0
+    step: int = 0
+    order: torch.Tensor | None = None  # the next epoch's minibatch order, once it has begun
+    total: torch.Tensor | None = None  # that epoch's summed loss so far
+    seconds: float = 0.0  # that epoch's training time so far
+    skipped: int = 0  # non-finite steps skipped over the whole run
+
+
+def resume_config(run_dir: Path, asked: TrainConfig | None) -> TrainConfig:
+    """The stored config of ``run_dir``, with the changes ``asked`` may make on resume."""
+    if not run_dir.is_dir():
+        raise UserInputError(f"cannot resume: run folder {run_dir} does not exist")
+    stored = read_config(run_dir)
+    if asked is None:
+        return stored
+    fixed = [d for d in differing_fields(stored, asked) if d.split(":")[0] not in RESUMABLE_CHANGES]
+    if fixed:
+        raise UserInputError(
+            f"cannot resume {run_dir} with a different model or training config "
+            f"({'; '.join(fixed)}); only {', '.join(RESUMABLE_CHANGES)} may change"
+        )
+    return asked
+
+
+def train(
+    config: TrainConfig | None = None,
+    run_dir: str | Path | None = None,
+    progress: bool = True,
+    resume: bool = False,
+) -> Run:
     """Train the VAE that ``config`` describes and write its run folder (see ``pyro_vae.run``).
 
-    ``run_dir=None`` writes to ``runs/<dataset>-<timestamp>``. Returns the trained :class:`Run`.
+    ``run_dir=None`` writes to ``runs/<dataset>-<timestamp>``. With ``resume=True`` the run in
+    ``run_dir`` continues from its checkpoint (``config`` may be None, or change only the
+    fields in ``RESUMABLE_CHANGES``, such as ``epochs``). Returns the trained :class:`Run`.
     """
+    if resume:
+        if run_dir is None:
+            raise UserInputError("resume needs the run folder to continue")
+        run_dir = Path(run_dir)
+        config = resume_config(run_dir, config)
+        state = load_checkpoint(run_dir / CHECKPOINT_NAME)
+        differ = differing_fields(TrainConfig.from_dict(state["config"]), read_config(run_dir))
+        if differ:
+            raise UserInputError(
+                f"the checkpoint and config.json in {run_dir} disagree ({'; '.join(differ)})"
+            )
+    elif config is None:
+        raise UserInputError("train needs a TrainConfig (or resume=True and a run folder)")
+
     pyro.clear_param_store()  # stale parameters of an earlier model must not shadow these
     pyro.set_rng_seed(config.seed)  # before the networks are built: their initialization too
     data, model, guide = prepare(config)
@@ -116,7 +240,8 @@ def train(config: TrainConfig, run_dir: str | Path | None = None, progress: bool
             f"batch_size {config.batch_size} is larger than the {n_train} training images of "
             f"{config.dataset}; use --batch-size {n_train} or less"
         )
-    run_dir = prepare_run_dir(Path(run_dir) if run_dir else default_run_dir(config))
+    if not resume:
+        run_dir = prepare_run_dir(Path(run_dir) if run_dir else default_run_dir(config))
     (run_dir / CONFIG_NAME).write_text(json.dumps(config.to_dict(), indent=2) + "\n")
     metrics_path = run_dir / METRICS_NAME
 
@@ -126,9 +251,38 @@ def train(config: TrainConfig, run_dir: str | Path | None = None, progress: bool
     loss_fn = elbo(model, guide)  # Pyro's ELBOModule: forward(x) is the differentiable loss
     # Check the pair once with Pyro's validation on (site shapes, model/guide match), then run
     # the hot loop without it; support was checked once on the whole data set.
-    with pyro.validation_enabled(True), torch.no_grad():
-        loss_fn(data.train_batch(torch.arange(min(8, n_train), device=device), generator))
+    with pyro.validation_enabled(True), torch.no_grad(), fixed_seed(0, device):  # no RNG moves
+        loss_fn(next(data.eval_batches("valid", 8)))
     optimizer = torch.optim.Adam(loss_fn.parameters(), lr=config.lr, foreach=True)
+    history: list[dict] = []
+    position = Position()
+    if resume:
+        model.load_state_dict(state["model"])
+        guide.load_state_dict(state["guide"])
+        optimizer.load_state_dict(state["optimizer"])
+        restore_rng(state["rng"], generator)
+        history = list(state["history"])
+        position = Position(**state["position"])
+        position.order = position.order.to(device) if position.order is not None else None
+        position.total = position.total.to(device) if position.total is not None else None
+
+    def write_checkpoint() -> None:
+        state = {
+            "config": config.to_dict(),
+            "epoch": position.epochs_done,
+            "position": vars(position),
+            "history": history,
+            "model": model.state_dict(),
+            "guide": guide.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "rng": capture_rng(generator),
+        }
+        save_checkpoint(run_dir / CHECKPOINT_NAME, state)
+
+    def write_metrics() -> None:
+        # Rewritten whole from the history, so a resumed run's file matches its checkpoint.
+        text = "".join(json.dumps(row) + "\n" for row in history)
+        write_atomically(metrics_path, lambda f: f.write(text.encode()))
 
     def evaluate_row(epoch: int, train_elbo: float | None, seconds: float | None) -> dict:
         row = {"epoch": epoch, "train_elbo": train_elbo, "seconds": seconds}
@@ -138,59 +292,75 @@ def train(config: TrainConfig, run_dir: str | Path | None = None, progress: bool
             )
         return row
 
-    def write_checkpoint(epoch: int) -> None:
-        state = {
-            "config": config.to_dict(),
-            "epoch": epoch,
-            "model": model.state_dict(),
-            "guide": guide.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "rng": rng_state(generator),
-        }
-        save_checkpoint(run_dir / CHECKPOINT_NAME, state)
+    if not history:  # epoch 0, the untrained model, is evaluated and checkpointed like any
+        history.append(evaluate_row(0, None, None))
+        write_checkpoint()
+    write_metrics()
 
-    history: list[dict] = []
-
-    def record(row: dict) -> None:
-        history.append(row)
-        with metrics_path.open("a") as metrics:
-            metrics.write(json.dumps(row) + "\n")
-        write_checkpoint(row["epoch"])
-
-    # Epoch 0 (the untrained model) is evaluated and checkpointed like every other epoch.
-    record(evaluate_row(0, None, None))
     steps_per_epoch = math.ceil(n_train / config.batch_size)
+    done_steps = min(position.epochs_done, config.epochs) * steps_per_epoch + position.step
     bar = tqdm(
-        total=config.epochs * steps_per_epoch,
+        total=max(config.epochs * steps_per_epoch, done_steps),
+        initial=done_steps,
         disable=not progress,
         unit="step",
         mininterval=0.5,
         dynamic_ncols=True,
     )
-
-    def show(step: int, loss: torch.Tensor, batch_size: int) -> None:
-        bar.update()
-        if step % PROGRESS_EVERY == 0:  # .item() syncs the device: not on every step
-            bar.set_postfix(epoch=epoch, loss=f"{loss.item() / batch_size:.2f}")
-
-    with bar, pyro.validation_enabled(False):
-        for epoch in range(1, config.epochs + 1):
-            start = time.perf_counter()
-            total = svi_epoch(
-                loss_fn, optimizer, data, generator, config.batch_size, config.clip_norm, show
-            )
-            train_elbo = -total.item() / n_train  # one device sync per epoch
+    last_checkpoint = time.monotonic()
+    with bar, pyro.validation_enabled(False), stop_requests() as stop:
+        for epoch in range(position.epochs_done + 1, config.epochs + 1):
+            if position.order is None:
+                position.order = torch.randperm(n_train, generator=generator, device=device)
+                position.total = torch.zeros((), device=device)
+            batches = position.order.split(config.batch_size)
+            start = time.perf_counter() - position.seconds
+            for step in range(position.step, len(batches)):
+                x = data.train_batch(batches[step], generator)
+                loss, taken = svi_step(loss_fn, optimizer, x, config.clip_norm)
+                if not taken:
+                    position.skipped += 1
+                    where = f"epoch {epoch}, step {step + 1}: {nonfinite_report(model, guide, x)}"
+                    if position.skipped > config.skip_nonfinite:
+                        raise NonFiniteLossError(
+                            f"non-finite loss or gradient at {where}; the last good checkpoint "
+                            f"in {run_dir} is left as it was; try a lower --lr, --clip-norm, or "
+                            f"--skip-nonfinite N"
+                        )
+                    warnings.warn(f"skipped a non-finite step at {where}", stacklevel=1)
+                if taken:
+                    position.total += loss.detach()
+                position.step = step + 1
+                bar.update()
+                if step % PROGRESS_EVERY == 0:
+                    bar.set_postfix(epoch=epoch, loss=f"{loss.item() / x.shape[0]:.2f}")
+                minutes = config.checkpoint_minutes
+                due = minutes is not None and time.monotonic() - last_checkpoint >= 60 * minutes
+                if (stop.is_set() or due) and position.step < len(batches):
+                    position.seconds = time.perf_counter() - start
+                    write_checkpoint()
+                    last_checkpoint = time.monotonic()
+                    if stop.is_set():
+                        raise TrainingInterrupted(
+                            f"interrupted in epoch {epoch} after step {position.step}; saved the "
+                            f"exact position; continue with: pyro-vae train --resume {run_dir}"
+                        )
+            train_elbo = -position.total.item() / n_train
             seconds = time.perf_counter() - start
-            if not math.isfinite(train_elbo):
-                raise NonFiniteLossError(
-                    f"the loss became non-finite in epoch {epoch}; the checkpoint of epoch "
-                    f"{epoch - 1} in {run_dir} is intact; try a lower --lr or set --clip-norm"
-                )
-            row = evaluate_row(epoch, train_elbo, seconds)
-            record(row)
+            position = Position(epochs_done=epoch, skipped=position.skipped)
+            history.append(evaluate_row(epoch, train_elbo, seconds))
+            write_metrics()
+            if epoch % config.checkpoint_every == 0 or epoch == config.epochs or stop.is_set():
+                write_checkpoint()
+                last_checkpoint = time.monotonic()
             bar.set_postfix(
-                epoch=epoch, train=f"{train_elbo:.2f}", valid=f"{row['valid_elbo']:.2f}"
+                epoch=epoch, train=f"{train_elbo:.2f}", valid=f"{history[-1]['valid_elbo']:.2f}"
             )
+            if stop.is_set():
+                raise TrainingInterrupted(
+                    f"interrupted after epoch {epoch}; continue with: "
+                    f"pyro-vae train --resume {run_dir}"
+                )
     run = Run(config, model, guide, data, run_dir, history)
     write_images(run, run_dir)
     return run

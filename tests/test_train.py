@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from pyro_vae import TrainConfig, UserInputError, evaluate, load_run, train
-from pyro_vae.train import NonFiniteLossError
+from pyro_vae.train import NonFiniteLossError, nonfinite_report
 from tests.conftest import small_config
 
 RUN_FILES = {
@@ -103,7 +103,26 @@ def test_grey_data_under_a_bernoulli_likelihood_is_refused(tmp_path):
 @pytest.mark.filterwarnings("ignore:Encountered NaN")
 def test_non_finite_loss_stops_with_the_last_good_checkpoint(tmp_path):
     # A learning rate this large drives the softplus network to inf/NaN within an epoch.
-    with pytest.raises(NonFiniteLossError, match="non-finite in epoch"):
+    with pytest.raises(
+        NonFiniteLossError, match=r"non-finite loss or gradient at epoch 1, step \d+"
+    ):
         train(small_config(epochs=3, lr=1e30), run_dir=tmp_path / "run", progress=False)
     reloaded = load_run(tmp_path / "run")  # the checkpoint left behind still loads
     assert all(torch.isfinite(p).all() for p in reloaded.model.parameters())
+
+
+def test_nonfinite_report_names_the_site(trained_run):
+    x = next(trained_run.data.eval_batches("test", 16))
+    decoder_bias = trained_run.model.decoder.net[-1].bias
+    saved = decoder_bias.detach().clone()
+    with torch.no_grad():
+        decoder_bias[3] = float("nan")
+    try:
+        report = nonfinite_report(trained_run.model, trained_run.guide, x)
+    finally:
+        with torch.no_grad():
+            decoder_bias.copy_(saved)
+    assert (
+        report
+        == "log-probability of model site 'x'; parameters model.decoder.net.2.bias not finite"
+    )
