@@ -63,10 +63,16 @@ TRAIN_HELP = {
 _NONE_DEFAULT_TYPES = {"clip_norm": float, "checkpoint_minutes": float}
 
 
+def one_line(text: str) -> str:
+    """``text`` with newlines and other control characters escaped, so it prints as one line."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse that reports a usage error as one line (no usage dump) with exit status 2."""
 
     def error(self, message: str):
+        message = one_line(message)
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
@@ -237,10 +243,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         handlers[args.command](args)
     except UserInputError as error:
-        print(f"pyro-vae: error: {error}", file=sys.stderr)
+        print(f"pyro-vae: error: {one_line(str(error))}", file=sys.stderr)
         return EXIT_USAGE
     except TrainingInterrupted as interrupted:
-        print(f"pyro-vae: {interrupted}", file=sys.stderr)
+        print(f"pyro-vae: {one_line(str(interrupted))}", file=sys.stderr)
         return EXIT_INTERRUPTED
     except KeyboardInterrupt:
         print("pyro-vae: interrupted", file=sys.stderr)

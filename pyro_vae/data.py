@@ -93,10 +93,12 @@ def load_data(
     data_dir: str | os.PathLike | None = None,
     download: bool = True,
 ) -> ImageData:
-    """Load data set ``name``, binarize it and move every split to ``device``."""
-    if name not in DATASET_NAMES:
+    """Load data set ``name`` (or an ``.npz`` file of your own images, see :func:`_load_npz`),
+    binarize it and move every split to ``device``."""
+    if name not in DATASET_NAMES and not name.endswith(".npz"):
         raise UserInputError(
-            f"unknown dataset {name!r}; valid datasets: {', '.join(DATASET_NAMES)}"
+            f"unknown dataset {name!r}; valid datasets: {', '.join(DATASET_NAMES)}, "
+            "or the path of an .npz file of your own images"
         )
     if binarize not in BINARIZE_MODES:
         raise UserInputError(
@@ -104,6 +106,8 @@ def load_data(
         )
     if name == "digits":
         splits = _load_digits()
+    elif name.endswith(".npz"):
+        splits = _load_npz(Path(name).expanduser())
     else:
         splits = _load_torchvision(
             name, Path(data_dir) if data_dir else default_data_dir(), download
@@ -152,6 +156,74 @@ def _load_digits() -> tuple:
     n_train = images.shape[0] - n_test - n_valid
     cut = (slice(0, n_train), slice(n_train, n_train + n_valid), slice(n_train + n_valid, None))
     return tuple((images[c], labels[c]) for c in cut)
+
+
+def _images_from_array(array, key: str, path: Path) -> torch.Tensor:
+    """uint8 ``(N, C, H, W)`` from an array of grey values (uint8, or floats in [0, 1])."""
+    import numpy as np
+
+    array = np.asarray(array)
+    if array.ndim not in (3, 4) or 0 in array.shape:
+        raise UserInputError(
+            f"{path}: {key} has shape {array.shape}; images must be (N, H, W) or (N, C, H, W)"
+        )
+    if array.ndim == 3:
+        array = array[:, None]
+    if array.dtype == np.uint8:
+        return torch.from_numpy(array.copy())
+    if not np.issubdtype(array.dtype, np.floating) and not np.issubdtype(array.dtype, np.integer):
+        raise UserInputError(f"{path}: {key} has dtype {array.dtype}; use uint8 or floats")
+    bad = int((~np.isfinite(array)).sum())
+    if bad:
+        raise UserInputError(f"{path}: {key} has {bad} NaN or infinite values; remove or fill them")
+    low, high = float(array.min()), float(array.max())
+    if low < 0 or high > 1:
+        raise UserInputError(
+            f"{path}: {key} has values in [{low:g}, {high:g}]; "
+            "give uint8 0..255 or floats in [0, 1]"
+        )
+    return torch.from_numpy(np.rint(array * 255).astype(np.uint8))
+
+
+def _load_npz(path: Path) -> tuple:
+    """Your own images: an .npz with arrays ``train`` and ``test``, optionally ``valid`` and
+    ``train_labels``/``valid_labels``/``test_labels``. Without ``valid``, the last 10% of
+    ``train`` is the validation split."""
+    import numpy as np
+
+    if not path.is_file():
+        raise UserInputError(f"no data file at {path}")
+    try:
+        arrays = dict(np.load(path, allow_pickle=False))
+    except Exception as error:  # not a zip, truncated, or an object array
+        raise UserInputError(f"{path} is not a readable .npz file ({error})") from None
+    missing = [key for key in ("train", "test") if key not in arrays]
+    if missing:
+        raise UserInputError(
+            f"{path} has no {' or '.join(missing)} array (it has: {', '.join(arrays) or 'none'})"
+        )
+    images = {
+        k: _images_from_array(arrays[k], k, path) for k in ("train", "valid", "test") if k in arrays
+    }
+    shapes = {k: tuple(v.shape[1:]) for k, v in images.items()}
+    if len(set(shapes.values())) > 1:
+        raise UserInputError(f"{path}: the splits' image shapes differ ({shapes})")
+    if "valid" not in images:
+        n_valid = max(1, images["train"].shape[0] // 10)
+        images["valid"], images["train"] = images["train"][-n_valid:], images["train"][:-n_valid]
+    splits = []
+    for key in ("train", "valid", "test"):
+        labels = arrays.get(f"{key}_labels")
+        n = images[key].shape[0]
+        labels = torch.full((n,), -1) if labels is None else torch.as_tensor(labels).long()
+        if labels.shape != (n,):
+            raise UserInputError(
+                f"{path}: {key}_labels has shape {tuple(labels.shape)}, not ({n},)"
+            )
+        splits.append((images[key], labels))
+    if min(images[k].shape[0] for k in images) < 1:
+        raise UserInputError(f"{path}: every split needs at least one image")
+    return tuple(splits)
 
 
 def _resolve_root(data_dir: Path, folder: str) -> Path:

@@ -89,10 +89,18 @@ def test_help_documents_every_option(capsys):
         (["evaluate", "/no/such/run"], "run folder /no/such/run does not exist"),
         (["sample", "/no/such/run"], "run folder /no/such/run does not exist"),
         (["launch"], "invalid choice: 'launch'"),
+        (["train", "--checkpoint-every", "0"], "checkpoint_every must be an integer >= 1"),
+        (["train", "--checkpoint-minutes", "-1"], "checkpoint_minutes must be a finite number"),
+        (["train", "--skip-nonfinite", "-2"], "skip_nonfinite must be an integer >= 0"),
+        (["train", "--eval-batch-size", "0"], "eval_batch_size must be an integer >= 1"),
+        (["train", "--seed", "-5"], "seed must be an integer >= 0"),
+        (["train", "--dataset", "/no/such/images.npz"], "no data file at /no/such/images.npz"),
+        (["train", "--resume", "/no/such/run"], "cannot resume: run folder /no/such/run"),
+        (["sample", "/no/such/run", "--num", "0"], "--num must be >= 1"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_code_2(tmp_path, capsys, args, message):
-    if args[0] == "train":
+    if args[0] == "train" and "--resume" not in args:
         args = [*args, "--out", str(tmp_path / "run")]
     try:
         code = main(args)
@@ -128,3 +136,34 @@ def test_train_on_the_shared_mnist_copy(tmp_path, capsys):
     assert code == 0, err
     assert "10000 test images of mnist" in out
     assert -250 < float(out.split("test ELBO: ")[1].split()[0]) < -100
+
+
+def test_cuda_without_a_gpu(tmp_path, capsys):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is visible here")
+    code, _, err = run_cli(["train", "--device", "cuda", "--out", tmp_path / "r"], capsys)
+    assert code == 2 and "no CUDA GPU is visible; use --device cpu" in err
+
+
+def test_corrupt_checkpoint_through_the_cli(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    run_cli(["train", *SMALL, "--epochs", "0", "--out", run_dir], capsys)
+    (run_dir / "checkpoint.pt").write_bytes(b"PK\x03\x04 truncated")
+    for command in (["evaluate", run_dir], ["sample", run_dir], ["train", "--resume", run_dir]):
+        code, _, err = run_cli(command, capsys)
+        assert code == 2 and "is not a readable pyro-vae checkpoint" in err, command
+        assert len(err.strip().splitlines()) == 1
+
+
+def test_nan_images_through_the_cli(tmp_path, capsys):
+    import numpy as np
+
+    images = np.full((4, 3, 3), 0.5)
+    images[1, 1, 1] = np.nan
+    np.savez(tmp_path / "d.npz", train=images, test=images[:1])
+    code, _, err = run_cli(
+        ["train", "--dataset", tmp_path / "d.npz", "--out", tmp_path / "r"], capsys
+    )
+    assert code == 2 and "train has 1 NaN or infinite values" in err

@@ -1,3 +1,5 @@
+import re
+
 import pytest
 import torch
 
@@ -97,3 +99,47 @@ def test_mnist_from_the_shared_copy(given):
     # The last 10,000 training images are the validation split.
     assert [data.split(s).shape[0] for s in ("train", "valid", "test")] == [50_000, 10_000, 10_000]
     assert data.test_labels[:5].tolist() == [7, 2, 1, 0, 4]  # the canonical first test labels
+
+
+def write_npz(path, **arrays):
+    import numpy as np
+
+    np.savez(path, **{k: np.asarray(v) for k, v in arrays.items()})
+    return str(path)
+
+
+def test_own_images_from_an_npz_file(tmp_path):
+    generator = torch.Generator().manual_seed(0)
+    train = torch.rand(50, 6, 5, generator=generator)
+    test = torch.rand(10, 6, 5, generator=generator)
+    path = write_npz(tmp_path / "mine.npz", train=train, test=test, test_labels=torch.arange(10))
+    data = load_data(path, "static")
+    assert data.image_shape == (1, 6, 5)
+    assert [data.split(s).shape[0] for s in ("train", "valid", "test")] == [45, 5, 10]
+    assert data.test_labels.tolist() == list(range(10))
+    grey = load_data(path, "none")
+    assert torch.equal(grey.test, (test * 255).round().to(torch.uint8).unsqueeze(1))
+
+
+@pytest.mark.parametrize(
+    "arrays, message",
+    [
+        ({"train": [[[0.5, float("nan")]]], "test": [[[0.5, 0.5]]]}, "1 NaN or infinite values"),
+        ({"train": [[0.5, 0.5]], "test": [[0.5, 0.5]]}, "must be (N, H, W) or (N, C, H, W)"),
+        ({"train": [[[2.0, 0.0]]], "test": [[[0.0, 0.0]]]}, "values in [0, 2]"),
+        ({"train": [[[0.0, 1.0]]]}, "has no test array (it has: train)"),
+        ({"train": [[[0.0, 1.0]], [[1.0, 0.0]]], "test": [[[0.0, 0.0, 1.0]]]}, "shapes differ"),
+        ({"train": [[[0.0]], [[1.0]]], "test": [[[0.0]]], "test_labels": [1, 2]}, "test_labels"),
+    ],
+)
+def test_bad_npz_contents(tmp_path, arrays, message):
+    with pytest.raises(UserInputError, match=re.escape(message)):
+        load_data(write_npz(tmp_path / "bad.npz", **arrays), "dynamic")
+
+
+def test_unreadable_npz(tmp_path):
+    (tmp_path / "bad.npz").write_text("not a zip")
+    with pytest.raises(UserInputError, match="is not a readable .npz file"):
+        load_data(str(tmp_path / "bad.npz"), "dynamic")
+    with pytest.raises(UserInputError, match="no data file at"):
+        load_data(str(tmp_path / "absent.npz"), "dynamic")
