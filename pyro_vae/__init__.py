@@ -6,12 +6,42 @@ print(run.test_elbo)                      # nats per image
 print(evaluate(load_run("runs/demo")))    # the same number, recomputed from the checkpoint
 """
 
+from tqdm.auto import tqdm
+
 from pyro_vae.config import TrainConfig
 from pyro_vae.errors import UserInputError
 from pyro_vae.evaluate import elbo_per_datapoint
+from pyro_vae.importance import LogLikelihoodEstimate, importance_log_likelihood
 from pyro_vae.registry import REGISTRY, build_vae, make_elbo, register
 from pyro_vae.run import Run, load_run
 from pyro_vae.train import train
+
+
+def log_likelihood(
+    run: Run,
+    split: str = "test",
+    num_samples: int = 5000,
+    max_images: int | None = None,
+    progress: bool = False,
+) -> LogLikelihoodEstimate:
+    """Importance-sampled log p(x) of the run's model on ``split`` (the first ``max_images``).
+
+    Returns per data point log p̂(x), ELBO, IWAE bounds, PSIS k̂ and ESS, and their summary.
+    """
+    images, labels = run.data.split(split), run.data.split_labels(split)
+    if max_images is not None:
+        if isinstance(max_images, bool) or not isinstance(max_images, int) or max_images < 1:
+            raise UserInputError(f"max_images must be an integer >= 1, got {max_images!r}")
+        images, labels = images[:max_images], labels[:max_images]
+    with tqdm(total=images.shape[0], disable=not progress, unit="image", mininterval=0.5) as bar:
+        return importance_log_likelihood(
+            run.model,
+            run.guide,
+            images.float() / 255,
+            num_samples,
+            labels=labels,
+            progress=bar.update,
+        )
 
 
 def evaluate(run: Run, split: str = "test") -> float:
@@ -29,6 +59,8 @@ __all__ = [
     "build_vae",
     "evaluate",
     "load_run",
+    "log_likelihood",
+    "LogLikelihoodEstimate",
     "make_elbo",
     "register",
     "train",

@@ -68,6 +68,10 @@ class ImageData:
             raise UserInputError(f"unknown split {name!r}; valid splits: train, valid, test")
         return getattr(self, name)
 
+    def split_labels(self, name: str) -> torch.Tensor:
+        self.split(name)  # the same check of the name
+        return getattr(self, f"{name}_labels")
+
     def train_batch(self, index: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """The training images at ``index`` as floats, freshly binarized under ``dynamic``."""
         x = self.train[index].float().div_(255)

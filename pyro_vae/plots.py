@@ -57,3 +57,30 @@ def save_curves(history: list[dict], path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
+
+
+def save_khat_plot(khat, threshold: float, path: Path) -> None:
+    """Pareto k̂ of every data point, sorted, with the reliability threshold marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    values = np.sort(np.asarray(khat, dtype=float))
+    finite = np.where(np.isfinite(values), values, np.nan)
+    fig, (ax_sorted, ax_hist) = plt.subplots(1, 2, figsize=(9, 3.5), dpi=120)
+    ax_sorted.plot(np.arange(len(values)), finite, lw=1)
+    ax_sorted.axhline(threshold, color="red", ls="--", label=f"k̂ = {threshold}")
+    ax_sorted.set_xlabel("data points, sorted by k̂")
+    ax_sorted.set_ylabel("Pareto k̂")
+    ax_sorted.legend()
+    ax_hist.hist(finite[np.isfinite(finite)], bins=40)
+    ax_hist.axvline(threshold, color="red", ls="--")
+    ax_hist.set_xlabel("Pareto k̂")
+    ax_hist.set_ylabel("data points")
+    share = float(np.mean(values > threshold))
+    fig.suptitle(f"PSIS k̂ of the importance weights: {share:.1%} above {threshold}")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)

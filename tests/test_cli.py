@@ -22,12 +22,23 @@ def test_train_evaluate_sample_end_to_end(tmp_path, capsys):
     code, out, err = run_cli(["train", *SMALL, "--out", run_dir], capsys)
     assert code == 0, err
     assert RUN_FILES <= {p.name for p in run_dir.iterdir()}
-    trained = float(out.split("test ELBO: ")[1].split()[0])
+    trained = json.loads((run_dir / "metrics.jsonl").read_text().splitlines()[-1])["test_elbo"]
+    assert float(out.split("test ELBO: ")[1].split()[0]) == round(trained, 3)
 
-    code, out, _ = run_cli(["evaluate", run_dir], capsys)
+    code, out, _ = run_cli(["evaluate", run_dir, "--num-samples", "200", "--quiet"], capsys)
     assert code == 0
-    assert float(out.split("test ELBO: ")[1].split()[0]) == trained
-    assert json.loads((run_dir / "evaluation.json").read_text())["num_images"] == 360
+    assert float(out.split("test ELBO: ")[1].split()[0]) == round(trained, 3)
+    evaluation = json.loads((run_dir / "evaluation.json").read_text())
+    assert evaluation["num_images"] == 360 and evaluation["num_samples"] == 200
+    assert evaluation["log_likelihood"] >= evaluation["elbo"]
+    assert evaluation["trace_elbo"] == trained
+    assert list(evaluation["bounds"]) == ["L_1", "L_5", "L_50"]
+    rows = (run_dir / "evaluation_per_datapoint.csv").read_text().splitlines()
+    assert rows[0] == "index,label,log_likelihood,elbo,L_1,L_5,L_50,khat,ess"
+    assert len(rows) == 361
+    assert (run_dir / "khat.png").stat().st_size > 0
+    code, out, _ = run_cli(["evaluate", run_dir, "--elbo-only", "--split", "valid"], capsys)
+    assert code == 0 and "valid ELBO" in out and "log p(x)" not in out
 
     code, out, _ = run_cli(["sample", run_dir, "--num", "9", "--out", tmp_path / "s.png"], capsys)
     assert code == 0 and (tmp_path / "s.png").stat().st_size > 0
@@ -97,6 +108,9 @@ def test_help_documents_every_option(capsys):
         (["train", "--dataset", "/no/such/images.npz"], "no data file at /no/such/images.npz"),
         (["train", "--resume", "/no/such/run"], "cannot resume: run folder /no/such/run"),
         (["sample", "/no/such/run", "--num", "0"], "--num must be >= 1"),
+        (["evaluate", "/no/such/run", "--num-samples", "0"], "--num-samples must be >= 1"),
+        (["evaluate", "/no/such/run", "--max-images", "0"], "--max-images must be >= 1"),
+        (["evaluate", "/no/such/run", "--split", "dev"], "invalid choice: 'dev'"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_code_2(tmp_path, capsys, args, message):

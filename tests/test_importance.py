@@ -1,0 +1,177 @@
+"""The importance-sampled log-likelihood against exact answers.
+
+Linear-Gaussian VAE: p(z) = N(0, I_d), p(x|z) = N(Wz + b, σ²I_D), so
+    log p(x)  = log N(x; b, WWᵀ + σ²I)                              (exact)
+    p(z | x)  = N(Σ Wᵀ(x - b) / σ², Σ),  Σ = (I + WᵀW / σ²)⁻¹       (exact posterior)
+"""
+
+import math
+
+import numpy as np
+import pyro
+import pyro.distributions as dist
+import pytest
+import torch
+from torch import nn
+
+from models import StandardNormalPrior, VAEModel
+from pyro_vae.errors import UserInputError
+from pyro_vae.importance import importance_log_likelihood, iwae_bound, log_importance_weights
+
+LATENT, PIXELS, SIGMA = 3, 6, 0.5
+SHAPE = (1, 1, PIXELS)
+
+
+class GaussianLikelihood:
+    """p(x|z) = N(x; decoder(z), σ²I), for the linear-Gaussian test model only."""
+
+    def __call__(self, loc):
+        return dist.Normal(loc, SIGMA).to_event(3)
+
+
+class LinearGaussian:
+    def __init__(self, seed=0):
+        generator = torch.Generator().manual_seed(seed)
+        self.W = torch.randn(PIXELS, LATENT, generator=generator)
+        self.b = torch.randn(PIXELS, generator=generator)
+        decoder = nn.Sequential(nn.Linear(LATENT, PIXELS), nn.Unflatten(-1, SHAPE))
+        with torch.no_grad():
+            decoder[0].weight.copy_(self.W)
+            decoder[0].bias.copy_(self.b)
+        self.model = VAEModel(StandardNormalPrior(LATENT), decoder, GaussianLikelihood(), SHAPE)
+        self.cov_post = torch.linalg.inv(torch.eye(LATENT) + self.W.T @ self.W / SIGMA**2)
+
+    def sample(self, n, seed=1):
+        generator = torch.Generator().manual_seed(seed)
+        z = torch.randn(n, LATENT, generator=generator)
+        noise = SIGMA * torch.randn(n, PIXELS, generator=generator)
+        return (z @ self.W.T + self.b + noise).reshape(n, *SHAPE)
+
+    def exact_log_px(self, x):
+        cov = self.W @ self.W.T + SIGMA**2 * torch.eye(PIXELS)
+        return dist.MultivariateNormal(self.b, cov).log_prob(x.reshape(-1, PIXELS))
+
+    def posterior_mean(self, x):
+        return (x.reshape(-1, PIXELS) - self.b) @ self.W @ self.cov_post.T / SIGMA**2
+
+
+class GaussianGuide(nn.Module):
+    """q(z|x) = N(mean(x) + shift, cov): the exact posterior, or a deliberate distortion."""
+
+    def __init__(self, lg, cov=None, shift=0.0, diagonal=False):
+        super().__init__()
+        self.lg, self.shift, self.diagonal = lg, shift, diagonal
+        self.cov = lg.cov_post if cov is None else cov
+
+    def forward(self, x):
+        loc = self.lg.posterior_mean(x) + self.shift
+        if self.diagonal:
+            q = dist.Normal(loc, self.cov.diagonal().sqrt()).to_event(1)
+        else:
+            q = dist.MultivariateNormal(loc, self.cov)
+        with pyro.plate("data", x.shape[0], dim=-1):
+            pyro.sample("z", q)
+
+
+@pytest.fixture(scope="module")
+def lg():
+    return LinearGaussian()
+
+
+def test_exact_posterior_gives_equal_weights_and_the_exact_value(lg):
+    x = lg.sample(40)
+    est = importance_log_likelihood(lg.model, GaussianGuide(lg), x, num_samples=200)
+    exact = lg.exact_log_px(x).numpy()
+    np.testing.assert_allclose(est.log_likelihood, exact, atol=1e-4)
+    np.testing.assert_allclose(est.elbo, exact, atol=1e-4)  # no gap either
+    log_w = log_importance_weights(lg.model, GaussianGuide(lg), x, 200)
+    assert (log_w.max(0).values - log_w.min(0).values).max() < 1e-4  # zero spread
+    assert est.ess.min() > 199.9
+    assert est.summary["khat_max"] < 0.5
+
+
+def test_arbitrary_gaussian_guide_is_within_three_standard_errors(lg):
+    x = lg.sample(200, seed=2)
+    guide = GaussianGuide(lg, cov=1.8 * lg.cov_post, shift=0.2, diagonal=True)
+    est = importance_log_likelihood(lg.model, guide, x, num_samples=2000)
+    error = est.log_likelihood - lg.exact_log_px(x).numpy()
+    standard_error = error.std(ddof=1) / math.sqrt(len(error))
+    assert abs(error.mean()) < 3 * standard_error + 1e-3
+    assert est.summary["gap"] > 0.05  # the diagonal guide is measurably worse than exact
+
+
+def test_bounds_are_ordered(lg):
+    x = lg.sample(300, seed=3)
+    guide = GaussianGuide(lg, cov=0.5 * lg.cov_post, shift=0.3, diagonal=True)
+    est = importance_log_likelihood(lg.model, guide, x, num_samples=500)
+    means = [est.summary["elbo"]] + [est.summary["bounds"][f"L_{k}"] for k in (5, 50, 500)]
+    assert means == sorted(means)
+    assert means[-1] < float(lg.exact_log_px(x).mean())
+    assert est.summary["bounds"]["L_1"] == pytest.approx(est.summary["elbo"])
+    assert est.summary["bounds"]["L_500"] == pytest.approx(est.summary["log_likelihood"])
+
+
+def test_agrees_with_pyro_renyi_elbo_alpha_zero_per_image(lg):
+    x = lg.sample(30, seed=4)
+    guide = GaussianGuide(lg, cov=1.5 * lg.cov_post, diagonal=True)
+    est = importance_log_likelihood(lg.model, guide, x, num_samples=1000)
+    renyi = pyro.infer.RenyiELBO(
+        alpha=0, num_particles=1000, vectorize_particles=True, max_plate_nesting=1
+    )
+    # RenyiELBO sums log-weights over the data plate: one image at a time is per-datapoint.
+    pyro_estimate = np.array([-renyi.loss(lg.model, guide, x[i : i + 1]) for i in range(30)])
+    difference = est.log_likelihood - pyro_estimate
+    assert abs(difference.mean()) < 4 * difference.std(ddof=1) / math.sqrt(30) + 1e-3
+
+
+def test_khat_flags_a_poor_guide(lg):
+    x = lg.sample(50, seed=5)
+    poor = GaussianGuide(lg, cov=0.05 * lg.cov_post, shift=0.5, diagonal=True)
+    est = importance_log_likelihood(lg.model, poor, x, num_samples=1000)
+    assert est.summary["share_khat_above_0.7"] > 0.5
+    assert est.warning.startswith("k̂ > 0.7 for")
+    good = importance_log_likelihood(lg.model, GaussianGuide(lg), x, num_samples=1000)
+    assert good.warning is None
+
+
+def test_chunking_does_not_change_the_answer(lg):
+    x = lg.sample(10, seed=6)
+    guide = GaussianGuide(lg, cov=2.0 * lg.cov_post, diagonal=True)
+    whole = importance_log_likelihood(lg.model, guide, x, num_samples=64, max_elements=10**9)
+    pieces = importance_log_likelihood(lg.model, guide, x, num_samples=64, max_elements=50)
+    assert whole.log_likelihood.shape == pieces.log_likelihood.shape == (10,)
+    # Different chunking draws different particles; both must estimate the same values.
+    assert np.abs(whole.log_likelihood - pieces.log_likelihood).max() < 0.5
+
+
+def test_iwae_bound_uses_disjoint_groups():
+    log_w = torch.log(torch.tensor([[1.0], [3.0], [2.0], [6.0]]))
+    assert iwae_bound(log_w, 2).item() == pytest.approx(0.5 * (math.log(2.0) + math.log(4.0)))
+    assert iwae_bound(log_w, 1).item() == pytest.approx(log_w.mean().item())
+
+
+def test_site_outside_the_data_plate_is_refused(lg):
+    def guide_with_global(x):
+        pyro.sample("tau", dist.Normal(0.0, 1.0))
+        GaussianGuide(lg)(x)
+
+    def model_with_global(x):
+        pyro.sample("tau", dist.Normal(0.0, 1.0))
+        lg.model(x)
+
+    with pytest.raises(UserInputError, match="site 'tau' is outside the 'data' plate"):
+        log_importance_weights(model_with_global, guide_with_global, lg.sample(3), 4)
+
+
+def test_bad_arguments(lg):
+    with pytest.raises(UserInputError, match="num_samples must be an integer >= 1"):
+        importance_log_likelihood(lg.model, GaussianGuide(lg), lg.sample(2), num_samples=0)
+    with pytest.raises(UserInputError, match=r"non-empty \(N, C, H, W\)"):
+        importance_log_likelihood(lg.model, GaussianGuide(lg), torch.zeros(3, 6), num_samples=5)
+
+
+def test_on_a_trained_vae(trained_run):
+    x = next(trained_run.data.eval_batches("test", 50))
+    est = importance_log_likelihood(trained_run.model, trained_run.guide, x, num_samples=500)
+    assert np.isfinite(est.log_likelihood).all()
+    assert est.summary["log_likelihood"] >= est.summary["elbo"]
