@@ -111,16 +111,20 @@ def svi_epoch(
     generator: torch.Generator,
     batch_size: int,
     clip_norm: float | None = None,
+    check_finite: bool = True,
 ) -> torch.Tensor:
     """One pass over the training images in a random order, one SVI step per minibatch.
 
-    Returns the summed loss as a device tensor. No finiteness check, so the loop never waits
-    for the device: the benchmark's view of the hot loop; :func:`train` adds the checks.
+    The steps :func:`train` takes, without its checkpoints and progress bar. Returns the
+    summed loss as a device tensor; a non-finite step raises NonFiniteLossError.
     """
     total = torch.zeros((), device=data.device)
     order = torch.randperm(data.train.shape[0], generator=generator, device=data.device)
-    for index in order.split(batch_size):
-        loss, _ = svi_step(loss_fn, optimizer, data.train_batch(index, generator), clip_norm, False)
+    for step, index in enumerate(order.split(batch_size)):
+        x = data.train_batch(index, generator)
+        loss, taken = svi_step(loss_fn, optimizer, x, clip_norm, check_finite)
+        if not taken:
+            raise NonFiniteLossError(f"non-finite loss or gradient at step {step + 1}")
         total += loss.detach()
     return total
 

@@ -5,8 +5,9 @@ softplus, batch 256, Adam(lr=1e-3), Trace_ELBO, dynamically binarized MNIST. Eac
 its own freshly initialized copy of the same network, and the loops take turns epoch by
 epoch so that machine drift hits them alike.
 
-    pyro-vae        pyro_vae.train.svi_epoch: Pyro's Trace_ELBO module, one foreach Adam,
-                    data resident on the device
+    pyro-vae        pyro_vae.train.svi_epoch, the steps of ``pyro-vae train``: Pyro's
+                    Trace_ELBO module, one foreach Adam, data resident on the device, and
+                    the per-step check for a non-finite loss or gradient
     hand-written    the same estimator written by hand in PyTorch (reparameterized z,
                     log p(x|z) + log p(z) - log q(z|x)), same data path and optimizer
     pyro-svi        plain pyro.infer.SVI + pyro.optim.Adam, data resident on the device
