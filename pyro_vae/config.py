@@ -73,12 +73,12 @@ class TrainConfig:
         return cls(**values)
 
 
-def differing_fields(old: TrainConfig, new: TrainConfig) -> list[str]:
-    """``field: old -> new`` for every field whose value differs between two configs."""
+def differing_fields(old: TrainConfig, new: TrainConfig, ignore: tuple[str, ...] = ()) -> list[str]:
+    """``field: old -> new`` for every field outside ``ignore`` whose value differs."""
     return [
         f"{f.name}: {getattr(old, f.name)!r} -> {getattr(new, f.name)!r}"
         for f in dataclasses.fields(TrainConfig)
-        if getattr(old, f.name) != getattr(new, f.name)
+        if f.name not in ignore and getattr(old, f.name) != getattr(new, f.name)
     ]
 
 

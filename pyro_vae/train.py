@@ -200,7 +200,7 @@ def resume_config(run_dir: Path, asked: TrainConfig | None) -> TrainConfig:
     stored = read_config(run_dir)
     if asked is None:
         return stored
-    fixed = [d for d in differing_fields(stored, asked) if d.split(":")[0] not in RESUMABLE_CHANGES]
+    fixed = differing_fields(stored, asked, ignore=RESUMABLE_CHANGES)
     if fixed:
         raise UserInputError(
             f"cannot resume {run_dir} with a different model or training config "
@@ -226,8 +226,11 @@ def train(
             raise UserInputError("resume needs the run folder to continue")
         run_dir = Path(run_dir)
         config = resume_config(run_dir, config)
-        state = load_checkpoint(run_dir / CHECKPOINT_NAME)
-        differ = differing_fields(TrainConfig.from_dict(state["config"]), read_config(run_dir))
+        # A run stopped before its first checkpoint starts afresh from its config.json.
+        checkpoint = run_dir / CHECKPOINT_NAME
+        state = load_checkpoint(checkpoint) if checkpoint.exists() else None
+        stored = TrainConfig.from_dict(state["config"]) if state else config
+        differ = differing_fields(stored, read_config(run_dir), ignore=RESUMABLE_CHANGES)
         if differ:
             raise UserInputError(
                 f"the checkpoint and config.json in {run_dir} disagree ({'; '.join(differ)})"
@@ -246,7 +249,8 @@ def train(
         )
     if not resume:
         run_dir = prepare_run_dir(Path(run_dir) if run_dir else default_run_dir(config))
-    (run_dir / CONFIG_NAME).write_text(json.dumps(config.to_dict(), indent=2) + "\n")
+    config_text = json.dumps(config.to_dict(), indent=2) + "\n"
+    write_atomically(run_dir / CONFIG_NAME, lambda f: f.write(config_text.encode()))
     metrics_path = run_dir / METRICS_NAME
 
     device = data.device
@@ -260,7 +264,7 @@ def train(
     optimizer = torch.optim.Adam(loss_fn.parameters(), lr=config.lr, foreach=True)
     history: list[dict] = []
     position = Position()
-    if resume:
+    if resume and state is not None:
         model.load_state_dict(state["model"])
         guide.load_state_dict(state["guide"])
         optimizer.load_state_dict(state["optimizer"])

@@ -158,3 +158,22 @@ def test_skip_nonfinite_skips_then_stops(tmp_path):
     with pytest.warns(UserWarning, match="skipped a non-finite step at epoch 1"):
         with pytest.raises(UserInputError, match="non-finite"):
             train(small_config(lr=1e30, skip_nonfinite=2), run_dir=tmp_path / "r", progress=False)
+
+
+def test_resume_after_an_extension_that_stopped_before_its_checkpoint(tmp_path):
+    train(small_config(epochs=1), run_dir=tmp_path / "run", progress=False)
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    config["epochs"] = 2  # what an interrupted "--resume --epochs 2" leaves behind
+    (tmp_path / "run" / "config.json").write_text(json.dumps(config))
+    resumed = train(run_dir=tmp_path / "run", resume=True, progress=False)
+    assert [row["epoch"] for row in resumed.history] == [0, 1, 2]
+
+
+def test_resume_of_a_run_stopped_before_its_first_checkpoint_starts_afresh(tmp_path):
+    fresh = train(small_config(epochs=1), run_dir=tmp_path / "fresh", progress=False)
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "config.json").write_text(json.dumps(small_config(epochs=1).to_dict()))
+    resumed = train(run_dir=tmp_path / "run", resume=True, progress=False)
+    assert resumed.history == [
+        {**row, "seconds": resumed.history[i]["seconds"]} for i, row in enumerate(fresh.history)
+    ]
