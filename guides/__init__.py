@@ -1,6 +1,21 @@
 """Variational families q_φ(z|x) as amortized Pyro guides, and their encoders."""
 
+from guides.base import AmortizedGuide
 from guides.diag_normal import DiagNormalGuide
 from guides.encoders import MLPEncoder
+from guides.flows import FlowGuide
+from guides.full_normal import FullNormalGuide
+from guides.lowrank_normal import LowRankNormalGuide
+from guides.mixture import MixtureGuide
+from guides.student_t import StudentTGuide
 
-__all__ = ["DiagNormalGuide", "MLPEncoder"]
+__all__ = [
+    "AmortizedGuide",
+    "DiagNormalGuide",
+    "FlowGuide",
+    "FullNormalGuide",
+    "LowRankNormalGuide",
+    "MLPEncoder",
+    "MixtureGuide",
+    "StudentTGuide",
+]

@@ -46,9 +46,7 @@ def log_likelihood(
 
 def evaluate(run: Run, split: str = "test") -> float:
     """The run's ELBO on ``split`` in nats per image, under the fixed evaluation seed."""
-    return elbo_per_datapoint(
-        run.model, run.guide, make_elbo(run.config), run.data, split, run.config.eval_batch_size
-    )
+    return elbo_per_datapoint(run.model, run.guide, run.data, split, run.config.eval_batch_size)
 
 
 __all__ = [

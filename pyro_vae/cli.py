@@ -45,8 +45,14 @@ TRAIN_HELP = {
     "latent_dim": "dimension of z",
     "hidden_dims": "hidden layer widths, encoder side first (the decoder mirrors them)",
     "activation": f"activation between layers ({_one_of(ACTIVATIONS)})",
-    "elbo": f"objective ({_one_of(names('elbo'))}); meanfield uses the analytic KL",
-    "num_particles": "ELBO particles per data point (vectorized)",
+    "guide_rank": "rank of the covariance factor of the lowrank-normal guide",
+    "flow_depth": "number of flows of the iaf, planar, radial and spline guides",
+    "flow_hidden_dims": "hidden widths of each flow's conditioning network",
+    "mixture_components": "components of the mixture guide",
+    "kl_warmup_epochs": "KL warm-up: β rises linearly from 1/N to 1 over N epochs (0: none)",
+    "elbo": f"objective ({_one_of(names('elbo'))}); meanfield uses the analytic KL where "
+    "one exists, iwae the importance-weighted bound with K = --num-particles",
+    "num_particles": "particles per data point (vectorized); K of the iwae bound",
     "lr": "Adam learning rate",
     "clip_norm": "clip the gradient's global norm to this value (default: no clipping)",
     "epochs": "passes over the training set (0 writes an untrained run)",
@@ -87,7 +93,7 @@ def _add_train_flags(parser: argparse.ArgumentParser) -> None:
         common = dict(default=argparse.SUPPRESS, dest=f.name)
         if f.name == "download":
             parser.add_argument("--no-download", action="store_false", help=help_text, **common)
-        elif f.name == "hidden_dims":
+        elif f.name in ("hidden_dims", "flow_hidden_dims"):
             parser.add_argument(flag, type=int, nargs="+", metavar="N", help=help_text, **common)
         else:
             # Fields whose default is None are strings, but for the one float among them.

@@ -43,9 +43,15 @@ class TrainConfig:
     latent_dim: int = 20
     hidden_dims: list[int] = field(default_factory=lambda: [400])
     activation: str = "softplus"
+    # options of particular guide families
+    guide_rank: int = 4  # lowrank-normal
+    flow_depth: int = 4  # iaf, planar, radial, spline
+    flow_hidden_dims: list[int] = field(default_factory=lambda: [64])
+    mixture_components: int = 4  # mixture
     # objective and optimizer
     elbo: str = "trace"
     num_particles: int = 1
+    kl_warmup_epochs: int = 0  # β rises linearly to 1 over this many epochs (0: β = 1)
     lr: float = 1e-3
     clip_norm: float | None = None
     epochs: int = 100
@@ -90,21 +96,26 @@ def validate(config: TrainConfig) -> None:
         "batch_size",
         "eval_batch_size",
         "checkpoint_every",
+        "guide_rank",
+        "flow_depth",
+        "mixture_components",
     )
     for name in positive_ints:
         value = getattr(config, name)
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise UserInputError(f"{name} must be an integer >= 1, got {value!r}")
-    for name in ("epochs", "seed", "skip_nonfinite"):
+    for name in ("epochs", "seed", "skip_nonfinite", "kl_warmup_epochs"):
         value = getattr(config, name)
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
             raise UserInputError(f"{name} must be an integer >= 0, got {value!r}")
-    if not config.hidden_dims or any(
-        isinstance(h, bool) or not isinstance(h, int) or h < 1 for h in config.hidden_dims
-    ):
-        raise UserInputError(
-            f"hidden_dims must be a non-empty list of integers >= 1, got {config.hidden_dims!r}"
-        )
+    for name in ("hidden_dims", "flow_hidden_dims"):
+        value = getattr(config, name)
+        if (
+            not isinstance(value, list)
+            or not value
+            or any(isinstance(h, bool) or not isinstance(h, int) or h < 1 for h in value)
+        ):
+            raise UserInputError(f"{name} must be a non-empty list of integers >= 1, got {value!r}")
     if not (isinstance(config.lr, (int, float)) and math.isfinite(config.lr) and config.lr > 0):
         raise UserInputError(f"lr must be a finite number > 0, got {config.lr!r}")
     if config.clip_norm is not None and not (

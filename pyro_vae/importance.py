@@ -25,7 +25,7 @@ import csv
 import json
 import math
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -61,11 +61,15 @@ def _data_plate_sites(trace, program: str) -> list[dict]:
     return sites
 
 
-@torch.no_grad()
 def log_importance_weights(
-    model: nn.Module, guide: nn.Module, x: torch.Tensor, num_particles: int
+    model: Callable, guide: Callable, x: torch.Tensor, num_particles: int
 ) -> torch.Tensor:
-    """log p(x, z_k) - log q(z_k | x) for K particles per image: shape ``(K, N)``."""
+    """log p(x, z_k) - log q(z_k | x) for K particles per image: shape ``(K, N)``.
+
+    Differentiable (the IWAE objective takes gradients through it). Each site's
+    log-probability is multiplied by its Pyro ``scale``, which is 1 unless a handler such as
+    KL warm-up's :class:`~pyro_vae.objectives.LatentScale` set it.
+    """
     with pyro.plate("particles", num_particles, dim=-2):
         guide_trace = poutine.trace(guide).get_trace(x)
         model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(x)
@@ -73,7 +77,8 @@ def log_importance_weights(
     log_w = torch.zeros(shape, device=x.device)
     for sign, program, trace in ((1, "model", model_trace), (-1, "guide", guide_trace)):
         for site in _data_plate_sites(trace, program):
-            log_w += sign * site["fn"].log_prob(site["value"]).expand(shape)
+            log_prob = site["fn"].log_prob(site["value"]).expand(shape)
+            log_w = log_w + sign * site["scale"] * log_prob
     return log_w
 
 
@@ -188,12 +193,13 @@ def importance_log_likelihood(
         with fixed_seed(seed, images.device), pyro.validation_enabled(False):
             for start in range(0, images.shape[0], batch):
                 x = images[start : start + batch]
-                log_w = torch.cat(
-                    [
-                        log_importance_weights(model, guide, x, min(chunk, num_samples - k0))
-                        for k0 in range(0, num_samples, chunk)
-                    ]
-                )
+                with torch.no_grad():
+                    log_w = torch.cat(
+                        [
+                            log_importance_weights(model, guide, x, min(chunk, num_samples - k0))
+                            for k0 in range(0, num_samples, chunk)
+                        ]
+                    )
                 columns["lpx"].append(log_mean_exp(log_w, 0))
                 columns["elbo"].append(log_w.mean(0))
                 normalized = log_w - torch.logsumexp(log_w, 0)

@@ -6,7 +6,7 @@
 - ``likelihood()``
 - ``decoder(latent_dim, param_shape, hidden_dims, activation)``
 - ``encoder(image_shape, hidden_dims, activation)``
-- ``guide(encoder, latent_dim)``
+- ``guide(encoder, latent_dim, config)``: ``config`` carries the family's options
 - ``elbo(num_particles)``: a Pyro ELBO
 
 Add an entry with :func:`register`; :func:`build_vae` assembles a model/guide pair.
@@ -19,10 +19,19 @@ from collections.abc import Callable
 import pyro.infer
 from torch import nn
 
-from guides import DiagNormalGuide, MLPEncoder
+from guides import (
+    DiagNormalGuide,
+    FlowGuide,
+    FullNormalGuide,
+    LowRankNormalGuide,
+    MixtureGuide,
+    MLPEncoder,
+    StudentTGuide,
+)
 from models import BernoulliLikelihood, MLPDecoder, StandardNormalPrior, VAEModel
 from pyro_vae.config import TrainConfig
 from pyro_vae.errors import UserInputError
+from pyro_vae.objectives import IWAE_ELBO
 
 
 def _elbo(cls: type) -> Callable[[int], pyro.infer.ELBO]:
@@ -37,16 +46,39 @@ def _elbo(cls: type) -> Callable[[int], pyro.infer.ELBO]:
     return make
 
 
+def _flow(kind: str) -> Callable:
+    def make(encoder: nn.Module, latent_dim: int, config: TrainConfig) -> FlowGuide:
+        return FlowGuide(encoder, latent_dim, kind, config.flow_depth, config.flow_hidden_dims)
+
+    return make
+
+
 REGISTRY: dict[str, dict[str, Callable]] = {
     "prior": {"standard-normal": StandardNormalPrior},
     "likelihood": {"bernoulli": BernoulliLikelihood},
     "decoder": {"mlp": MLPDecoder},
     "encoder": {"mlp": MLPEncoder},
-    "guide": {"diag-normal": DiagNormalGuide},
+    "guide": {
+        "diag-normal": lambda encoder, latent_dim, config: DiagNormalGuide(encoder, latent_dim),
+        "lowrank-normal": lambda encoder, latent_dim, config: LowRankNormalGuide(
+            encoder, latent_dim, config.guide_rank
+        ),
+        "full-normal": lambda encoder, latent_dim, config: FullNormalGuide(encoder, latent_dim),
+        "iaf": _flow("iaf"),
+        "planar": _flow("planar"),
+        "radial": _flow("radial"),
+        "spline": _flow("spline"),
+        "mixture": lambda encoder, latent_dim, config: MixtureGuide(
+            encoder, latent_dim, config.mixture_components
+        ),
+        "student-t": lambda encoder, latent_dim, config: StudentTGuide(encoder, latent_dim),
+    },
     "elbo": {
         "trace": _elbo(pyro.infer.Trace_ELBO),
         # Analytic KL(q || p) where Pyro knows one (Normal guide, Normal prior).
         "meanfield": _elbo(pyro.infer.TraceMeanField_ELBO),
+        # Importance-weighted bound per data point, K = num_particles.
+        "iwae": IWAE_ELBO,
     },
 }
 
@@ -87,7 +119,7 @@ def build_vae(config: TrainConfig, image_shape: tuple[int, ...]) -> tuple[VAEMod
         config.activation,
     )
     encoder = lookup("encoder", config.encoder)(image_shape, config.hidden_dims, config.activation)
-    guide = lookup("guide", config.guide)(encoder, config.latent_dim)
+    guide = lookup("guide", config.guide)(encoder, config.latent_dim, config)
     return VAEModel(prior, decoder, likelihood, image_shape), guide
 
 

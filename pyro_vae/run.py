@@ -123,7 +123,7 @@ def write_images(run: Run, out_dir: Path, num_images: int = 64) -> None:
     with torch.no_grad():
         save_image_grid(run.model.sample_means(num_images), out_dir / "samples.png")
         originals = next(run.data.eval_batches("test", 32))
-        codes = run.guide.posterior(originals).mean
+        codes = run.guide.code(originals)
         save_reconstructions(
             originals, run.model.decode_mean(codes), out_dir / "reconstructions.png"
         )

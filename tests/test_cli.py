@@ -52,7 +52,8 @@ def test_python_dash_m_is_the_same_command(tmp_path):
     )
     assert result.returncode == 2
     assert result.stderr.strip() == (
-        "pyro-vae: error: unknown guide 'nope'; valid guide names: diag-normal"
+        "pyro-vae: error: unknown guide 'nope'; valid guide names: diag-normal, "
+        "lowrank-normal, full-normal, iaf, planar, radial, spline, mixture, student-t"
     )
 
 
@@ -72,12 +73,17 @@ def test_help_documents_every_option(capsys):
     "args, message",
     [
         (["train", "--dataset", "cifar"], "valid datasets: digits, mnist"),
-        (["train", "--guide", "flowy"], "valid guide names: diag-normal"),
+        (["train", "--guide", "flowy"], "valid guide names: diag-normal, lowrank-normal"),
+        (["train", "--flow-depth", "0"], "flow_depth must be an integer >= 1"),
+        (["train", "--guide-rank", "0"], "guide_rank must be an integer >= 1"),
+        (["train", "--mixture-components", "0"], "mixture_components must be an integer >= 1"),
+        (["train", "--flow-hidden-dims", "-4"], "flow_hidden_dims must be a non-empty list"),
+        (["train", "--kl-warmup-epochs", "-1"], "kl_warmup_epochs must be an integer >= 0"),
         (["train", "--prior", "vamp"], "valid prior names: standard-normal"),
         (["train", "--likelihood", "poisson"], "valid likelihood names: bernoulli"),
         (["train", "--decoder", "conv"], "valid decoder names: mlp"),
         (["train", "--encoder", "conv"], "valid encoder names: mlp"),
-        (["train", "--elbo", "renyi"], "valid elbo names: trace, meanfield"),
+        (["train", "--elbo", "renyi"], "valid elbo names: trace, meanfield, iwae"),
         (["train", "--activation", "swish"], "valid activations: softplus"),
         (["train", "--binarize", "maybe"], "valid modes: dynamic, static, threshold, none"),
         (["train", "--device", "tpu"], "valid devices: auto, cpu, cuda"),

@@ -12,65 +12,10 @@ import pyro
 import pyro.distributions as dist
 import pytest
 import torch
-from torch import nn
 
-from models import StandardNormalPrior, VAEModel
 from pyro_vae.errors import UserInputError
 from pyro_vae.importance import importance_log_likelihood, iwae_bound, log_importance_weights
-
-LATENT, PIXELS, SIGMA = 3, 6, 0.5
-SHAPE = (1, 1, PIXELS)
-
-
-class GaussianLikelihood:
-    """p(x|z) = N(x; decoder(z), σ²I), for the linear-Gaussian test model only."""
-
-    def __call__(self, loc):
-        return dist.Normal(loc, SIGMA).to_event(3)
-
-
-class LinearGaussian:
-    def __init__(self, seed=0):
-        generator = torch.Generator().manual_seed(seed)
-        self.W = torch.randn(PIXELS, LATENT, generator=generator)
-        self.b = torch.randn(PIXELS, generator=generator)
-        decoder = nn.Sequential(nn.Linear(LATENT, PIXELS), nn.Unflatten(-1, SHAPE))
-        with torch.no_grad():
-            decoder[0].weight.copy_(self.W)
-            decoder[0].bias.copy_(self.b)
-        self.model = VAEModel(StandardNormalPrior(LATENT), decoder, GaussianLikelihood(), SHAPE)
-        self.cov_post = torch.linalg.inv(torch.eye(LATENT) + self.W.T @ self.W / SIGMA**2)
-
-    def sample(self, n, seed=1):
-        generator = torch.Generator().manual_seed(seed)
-        z = torch.randn(n, LATENT, generator=generator)
-        noise = SIGMA * torch.randn(n, PIXELS, generator=generator)
-        return (z @ self.W.T + self.b + noise).reshape(n, *SHAPE)
-
-    def exact_log_px(self, x):
-        cov = self.W @ self.W.T + SIGMA**2 * torch.eye(PIXELS)
-        return dist.MultivariateNormal(self.b, cov).log_prob(x.reshape(-1, PIXELS))
-
-    def posterior_mean(self, x):
-        return (x.reshape(-1, PIXELS) - self.b) @ self.W @ self.cov_post.T / SIGMA**2
-
-
-class GaussianGuide(nn.Module):
-    """q(z|x) = N(mean(x) + shift, cov): the exact posterior, or a deliberate distortion."""
-
-    def __init__(self, lg, cov=None, shift=0.0, diagonal=False):
-        super().__init__()
-        self.lg, self.shift, self.diagonal = lg, shift, diagonal
-        self.cov = lg.cov_post if cov is None else cov
-
-    def forward(self, x):
-        loc = self.lg.posterior_mean(x) + self.shift
-        if self.diagonal:
-            q = dist.Normal(loc, self.cov.diagonal().sqrt()).to_event(1)
-        else:
-            q = dist.MultivariateNormal(loc, self.cov)
-        with pyro.plate("data", x.shape[0], dim=-1):
-            pyro.sample("z", q)
+from tests.linear_gaussian import GaussianGuide, LinearGaussian
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,128 @@
+import math
+
+import pyro
+import pytest
+import torch
+from pyro import poutine
+
+from pyro_vae import train
+from pyro_vae.importance import log_importance_weights
+from pyro_vae.objectives import IWAE_ELBO, LatentScale, analytic_kl_pairs, warmup_beta
+from tests.conftest import small_config
+from tests.linear_gaussian import GaussianGuide, LinearGaussian
+
+
+@pytest.fixture(scope="module")
+def lg():
+    return LinearGaussian()
+
+
+def mean_loss(elbo, model, guide, x, repeats=200):
+    return sum(elbo.loss(model, guide, x) for _ in range(repeats)) / repeats
+
+
+def test_iwae_with_one_particle_is_the_elbo(lg):
+    x = lg.sample(50)
+    guide = GaussianGuide(lg, cov=1.5 * lg.cov_post, diagonal=True)
+    pyro.set_rng_seed(0)
+    iwae = IWAE_ELBO(num_particles=1).loss(lg.model, guide, x)
+    pyro.set_rng_seed(0)
+    elbo = pyro.infer.Trace_ELBO().loss(lg.model, guide, x)
+    assert iwae == pytest.approx(elbo, rel=1e-5)
+
+
+def test_iwae_bound_lies_between_the_elbo_and_log_px(lg):
+    x = lg.sample(100, seed=2)
+    guide = GaussianGuide(lg, cov=0.5 * lg.cov_post, shift=0.2, diagonal=True)
+    elbo = -mean_loss(pyro.infer.Trace_ELBO(), lg.model, guide, x, 50)
+    iwae = -mean_loss(IWAE_ELBO(num_particles=20), lg.model, guide, x, 50)
+    exact = lg.exact_log_px(x).sum().item()
+    assert elbo < iwae < exact
+    # With the exact posterior as guide every bound is log p(x) itself.
+    tight = -IWAE_ELBO(num_particles=5).loss(lg.model, GaussianGuide(lg), x)
+    assert tight == pytest.approx(exact, abs=1e-3)
+
+
+def test_iwae_agrees_with_pyro_renyi_alpha_zero(lg):
+    x = lg.sample(64, seed=3)
+    guide = GaussianGuide(lg, cov=0.5 * lg.cov_post, shift=0.2, diagonal=True)
+    renyi = pyro.infer.RenyiELBO(
+        alpha=0, num_particles=10, vectorize_particles=True, max_plate_nesting=1
+    )
+    ours = [IWAE_ELBO(num_particles=10).loss(lg.model, guide, x) for _ in range(100)]
+    pyros = [renyi.loss(lg.model, guide, x) for _ in range(100)]
+    difference = torch.tensor(ours).mean() - torch.tensor(pyros).mean()
+    spread = (torch.tensor(ours).var() / 100 + torch.tensor(pyros).var() / 100).sqrt()
+    assert abs(difference) < 4 * spread
+    # One joint weight per minibatch (what Importance and vectorized_importance_weights
+    # form) gains almost nothing over the ELBO for 64 images; per data point gains a lot.
+    log_w = log_importance_weights(lg.model, guide, x, 10)
+    joint = (torch.logsumexp(log_w.sum(1), 0) - math.log(10)).item()
+    per_datapoint = (torch.logsumexp(log_w, 0) - math.log(10)).sum().item()
+    elbo = log_w.mean(0).sum().item()
+    assert per_datapoint - elbo > 10 * (joint - elbo)
+
+
+def test_iwae_gradients_flow_to_the_guide(lg):
+    from guides import MLPEncoder
+    from pyro_vae.config import TrainConfig
+    from pyro_vae.registry import lookup
+
+    guide = lookup("guide", "diag-normal")(MLPEncoder((1, 1, 6), [8], "softplus"), 3, TrainConfig())
+    loss = IWAE_ELBO(num_particles=4)(lg.model, guide)(lg.sample(10))
+    loss.backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in guide.parameters())
+
+
+def test_latent_scale_weights_only_the_kl_term(lg):
+    x = lg.sample(30, seed=4)
+    guide = GaussianGuide(lg, cov=2.0 * lg.cov_post, diagonal=True)
+
+    def loss(beta):
+        pyro.set_rng_seed(0)
+        scale = LatentScale(beta)
+        return pyro.infer.Trace_ELBO().loss(scale(lg.model), scale(guide), x)
+
+    pyro.set_rng_seed(0)
+    guide_trace = poutine.trace(guide).get_trace(x)
+    model_trace = poutine.trace(poutine.replay(lg.model, trace=guide_trace)).get_trace(x)
+    log_px_given_z = model_trace.nodes["x"]["fn"].log_prob(x).sum().item()
+    kl = (
+        guide_trace.log_prob_sum()
+        - model_trace.nodes["z"]["fn"].log_prob(model_trace.nodes["z"]["value"]).sum()
+    ).item()
+    for beta in (0.1, 0.5, 1.0):
+        assert loss(beta) == pytest.approx(-log_px_given_z + beta * kl, rel=1e-5)
+    with pytest.raises(ValueError, match="beta must be > 0"):
+        LatentScale(1.0).beta = 0.0
+
+
+def test_warmup_schedule():
+    assert [warmup_beta(e, 4) for e in (1, 2, 3, 4, 5)] == [0.25, 0.5, 0.75, 1.0, 1.0]
+    assert warmup_beta(1, 0) == 1.0
+
+
+def test_kl_warmup_is_recorded_and_trains(tmp_path):
+    run = train(small_config(epochs=3, kl_warmup_epochs=3), run_dir=tmp_path / "r", progress=False)
+    assert [row["kl_weight"] for row in run.history] == [None, 1 / 3, 2 / 3, 1.0]
+    assert run.history[-1]["test_elbo"] > run.history[0]["test_elbo"] + 10
+
+
+def test_iwae_objective_trains(tmp_path):
+    config = small_config(epochs=2, elbo="iwae", num_particles=5)
+    run = train(config, run_dir=tmp_path / "r", progress=False)
+    assert run.history[-1]["test_elbo"] > run.history[0]["test_elbo"] + 10
+
+
+def test_meanfield_says_once_where_no_closed_form_kl_exists(tmp_path, recwarn):
+    train(small_config(epochs=1, elbo="meanfield"), run_dir=tmp_path / "a", progress=False)
+    assert not [w for w in recwarn if "closed-form KL" in str(w.message)]
+    with pytest.warns(UserWarning, match="no closed-form KL between the FlowGuide guide"):
+        config = small_config(epochs=1, elbo="meanfield", guide="iaf", flow_hidden_dims=[16])
+        train(config, run_dir=tmp_path / "b", progress=False)
+
+
+def test_analytic_kl_pairs(lg):
+    x = lg.sample(4)
+    assert analytic_kl_pairs(lg.model, GaussianGuide(lg, diagonal=True), x) == {"z": True}
+    assert math.isfinite(IWAE_ELBO(2).loss(lg.model, GaussianGuide(lg), x))
