@@ -6,13 +6,17 @@ print(run.test_elbo)                      # nats per image
 print(evaluate(load_run("runs/demo")))    # the same number, recomputed from the checkpoint
 """
 
+from pathlib import Path
+
 from tqdm.auto import tqdm
 
 from pyro_vae.config import TrainConfig
 from pyro_vae.errors import UserInputError
 from pyro_vae.evaluate import elbo_per_datapoint
 from pyro_vae.importance import LogLikelihoodEstimate, importance_log_likelihood
+from pyro_vae.latent import write_latent_images
 from pyro_vae.registry import REGISTRY, build_vae, make_elbo, register
+from pyro_vae.report import write_report
 from pyro_vae.run import Run, load_run
 from pyro_vae.train import train
 
@@ -44,6 +48,31 @@ def log_likelihood(
         )
 
 
+def visualize(
+    run: Run,
+    num_pairs: int = 6,
+    max_dims: int = 10,
+    attribute_classes: tuple[int, ...] = (),
+    tsne: bool = False,
+) -> Path:
+    """Write the latent-space images to ``RUN_DIR/viz/`` and ``RUN_DIR/report.html``.
+
+    Returns the report's path; ``RUN_DIR/viz/latent.json`` holds the active units and the
+    per-dimension KL.
+    """
+    if run.run_dir is None:
+        raise UserInputError("visualize needs a run with a run folder (train or load_run)")
+    images, summary = write_latent_images(
+        run,
+        Path(run.run_dir) / "viz",
+        num_pairs=num_pairs,
+        max_dims=max_dims,
+        attribute_classes=attribute_classes,
+        tsne=tsne,
+    )
+    return write_report(run, images, summary)
+
+
 def evaluate(run: Run, split: str = "test") -> float:
     """The run's ELBO on ``split`` in nats per image, under the fixed evaluation seed."""
     return elbo_per_datapoint(run.model, run.guide, run.data, split, run.config.eval_batch_size)
@@ -62,4 +91,5 @@ __all__ = [
     "make_elbo",
     "register",
     "train",
+    "visualize",
 ]

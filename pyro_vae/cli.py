@@ -190,6 +190,32 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DEVICE",
         help=f"override the run's device ({_one_of(DEVICES)})",
     )
+    viz = commands.add_parser(
+        "viz",
+        help="latent-space images and report.html of a trained run",
+        description="Write samples, reconstructions, interpolations, latent traversals, a 2-D "
+        "latent map and attribute vectors to RUN_DIR/viz/, and RUN_DIR/report.html.",
+    )
+    viz.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a run folder")
+    viz.add_argument("--num-pairs", type=int, default=6, help="interpolated pairs (default: 6)")
+    viz.add_argument(
+        "--max-dims", type=int, default=10, help="latent dimensions traversed (default: 10)"
+    )
+    viz.add_argument(
+        "--attribute-class",
+        type=int,
+        nargs="+",
+        default=[],
+        metavar="C",
+        help="also the attribute vector of label C (images of class C minus the rest)",
+    )
+    viz.add_argument("--tsne", action="store_true", help="also a t-SNE map (slower)")
+    viz.add_argument(
+        "--device",
+        default=None,
+        metavar="DEVICE",
+        help=f"override the run's device ({_one_of(DEVICES)})",
+    )
     return parser
 
 
@@ -286,9 +312,30 @@ def _sample(args: argparse.Namespace) -> None:
     print(f"wrote {args.num} samples to {out}")
 
 
+def _viz(args: argparse.Namespace) -> None:
+    import json
+
+    from pyro_vae import load_run, visualize
+
+    for flag, value in (("--num-pairs", args.num_pairs), ("--max-dims", args.max_dims)):
+        if value < 1:
+            raise UserInputError(f"{flag} must be >= 1, got {value}")
+    run = load_run(args.run_dir, device=args.device)
+    missing = [c for c in args.attribute_class if not (run.data.test_labels == c).any()]
+    if missing:
+        raise UserInputError(
+            f"no test image has label {missing[0]}; labels present: "
+            f"{sorted(set(run.data.test_labels.tolist()))}"
+        )
+    report = visualize(run, args.num_pairs, args.max_dims, tuple(args.attribute_class), args.tsne)
+    latent = json.loads((args.run_dir / "viz" / "latent.json").read_text())
+    print(f"active units: {latent['active_units']} of {latent['latent_dim']}")
+    print(f"wrote images to {args.run_dir / 'viz'} and the report {report}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    handlers = {"train": _train, "evaluate": _evaluate, "sample": _sample}
+    handlers = {"train": _train, "evaluate": _evaluate, "sample": _sample, "viz": _viz}
     try:
         handlers[args.command](args)
     except UserInputError as error:

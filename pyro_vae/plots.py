@@ -84,3 +84,26 @@ def save_khat_plot(khat, threshold: float, path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
+
+
+def save_latent_map(points, labels, path: Path, method: str) -> None:
+    """A 2-D embedding of latent means, one colour per label."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    labels = np.asarray(labels.cpu() if hasattr(labels, "cpu") else labels)
+    fig, ax = plt.subplots(figsize=(6, 5.5), dpi=120)
+    for value in np.unique(labels):
+        chosen = labels == value
+        name = "unlabelled" if value < 0 else str(value)
+        ax.scatter(points[chosen, 0], points[chosen, 1], s=4, alpha=0.6, label=name)
+    ax.set_xlabel(f"{method} 1")
+    ax.set_ylabel(f"{method} 2")
+    ax.legend(markerscale=3, fontsize=8, loc="best", ncol=2)
+    ax.set_title(f"Latent means of the test set ({method})")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)

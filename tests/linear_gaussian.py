@@ -57,11 +57,12 @@ class GaussianGuide(nn.Module):
         self.lg, self.shift, self.diagonal = lg, shift, diagonal
         self.cov = lg.cov_post if cov is None else cov
 
-    def forward(self, x):
+    def posterior(self, x):
         loc = self.lg.posterior_mean(x) + self.shift
         if self.diagonal:
-            q = dist.Normal(loc, self.cov.diagonal().sqrt()).to_event(1)
-        else:
-            q = dist.MultivariateNormal(loc, self.cov)
+            return dist.Normal(loc, self.cov.diagonal().sqrt()).to_event(1)
+        return dist.MultivariateNormal(loc, self.cov)
+
+    def forward(self, x):
         with pyro.plate("data", x.shape[0], dim=-1):
-            pyro.sample("z", q)
+            pyro.sample("z", self.posterior(x))

@@ -1,0 +1,261 @@
+"""Latent-space tools: what the codes of a trained VAE look like and what they mean.
+
+All functions take a :class:`~pyro_vae.run.Run` (or its model/guide) and return tensors;
+:func:`write_latent_images` turns them into the images of ``pyro-vae viz``.
+
+Definitions:
+
+- posterior moments per image: mean and variance of S draws z ~ q(z|x) (exact in the limit
+  for every family, whatever its parameterization);
+- active units (Burda et al. 2016, "Importance Weighted Autoencoders", section 5.2): latent
+  dimension d is active when Cov_x(E_q[z_d | x]) > 0.01;
+- average KL per dimension: E_x KL(N(m_d(x), s_d²(x)) || N(μ_d, σ_d²)) with q's and the
+  prior's marginals moment-matched by Gaussians (exact for a diagonal-Normal guide and a
+  standard normal prior), used to order dimensions by how much they carry;
+- spherical interpolation (slerp, Shoemake 1985) follows the great circle between two
+  codes, keeping their norm where a Gaussian prior puts its mass (White 2016,
+  "Sampling Generative Networks").
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from pyro_vae.evaluate import EVAL_SEED, fixed_seed
+
+ACTIVE_UNIT_THRESHOLD = 0.01
+
+
+@dataclass
+class LatentStats:
+    """Per-image posterior moments of a split, and per-dimension summaries."""
+
+    means: torch.Tensor  # (N, D): E_q[z | x] per image
+    variances: torch.Tensor  # (N, D): Var_q[z | x] per image
+    activity: torch.Tensor  # (D,): Cov_x(E_q[z_d | x])
+    kl_per_dim: torch.Tensor  # (D,): average KL to the prior's marginal
+
+    @property
+    def active_units(self) -> int:
+        return int((self.activity > ACTIVE_UNIT_THRESHOLD).sum())
+
+    @property
+    def order(self) -> torch.Tensor:
+        """Dimensions by decreasing average KL."""
+        return torch.argsort(self.kl_per_dim, descending=True)
+
+
+@torch.no_grad()
+def posterior_moments(
+    guide: nn.Module, images: torch.Tensor, num_draws: int = 64, batch_size: int = 500
+) -> tuple[torch.Tensor, torch.Tensor, bool]:
+    """Mean and variance of q(z|x) per image, and whether they are exact.
+
+    Exact where the family knows its moments (Gaussians, Student-t, the mixture's mean via
+    ``guide.code``); otherwise (flows) the moments of ``num_draws`` draws.
+    """
+    means, variances, exact = [], [], True
+    with fixed_seed(EVAL_SEED, images.device):
+        for start in range(0, images.shape[0], batch_size):
+            x = images[start : start + batch_size]
+            q = guide.posterior(x)
+            try:
+                means.append(q.mean)
+                variances.append(q.variance)
+            except NotImplementedError:
+                draws = q.sample((num_draws,))
+                means.append(draws.mean(0))
+                variances.append(draws.var(0))
+                exact = False
+    return torch.cat(means), torch.cat(variances), exact
+
+
+@torch.no_grad()
+def latent_stats(
+    model: nn.Module, guide: nn.Module, images: torch.Tensor, num_draws: int = 64
+) -> LatentStats:
+    means, variances, exact = posterior_moments(guide, images, num_draws)
+    activity = means.var(0)
+    if not exact:
+        # A mean of S draws carries Var_q/S of noise, which would make collapsed units look
+        # active (1/S > 0.01 for S < 100): subtract its average to keep the estimate unbiased.
+        activity = (activity - variances.mean(0) / num_draws).clamp_min(0)
+    prior_mean, prior_var = prior_moments(model)
+    # KL(N(m, v) || N(μ, s)) = ½ [log(s/v) + (v + (m-μ)²)/s - 1], per image and dimension
+    kl = 0.5 * (
+        torch.log(prior_var / variances.clamp_min(1e-12))
+        + (variances + (means - prior_mean) ** 2) / prior_var
+        - 1
+    )
+    return LatentStats(means, variances, activity, kl.mean(0))
+
+
+@torch.no_grad()
+def prior_moments(model: nn.Module, num_draws: int = 4096) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and variance of p(z): exact where the prior knows them, else from draws."""
+    prior = model.prior(())
+    try:
+        return prior.mean, prior.variance
+    except NotImplementedError:
+        with fixed_seed(EVAL_SEED, prior.sample().device):
+            draws = prior.sample((num_draws,))
+        return draws.mean(0), draws.var(0)
+
+
+def lerp(a: torch.Tensor, b: torch.Tensor, steps: int) -> torch.Tensor:
+    """``steps`` codes from a to b on the straight line: (steps, D)."""
+    t = torch.linspace(0, 1, steps, device=a.device).unsqueeze(-1)
+    return (1 - t) * a + t * b
+
+
+def slerp(a: torch.Tensor, b: torch.Tensor, steps: int) -> torch.Tensor:
+    """``steps`` codes from a to b along the great circle (lerp where a ∥ b): (steps, D)."""
+    t = torch.linspace(0, 1, steps, device=a.device).unsqueeze(-1)
+    cos = torch.dot(a / a.norm(), b / b.norm()).clamp(-1, 1)
+    omega = torch.arccos(cos)
+    if omega.abs() < 1e-4:
+        return lerp(a, b, steps)
+    return (torch.sin((1 - t) * omega) * a + torch.sin(t * omega) * b) / torch.sin(omega)
+
+
+def traversal_codes(
+    center: torch.Tensor, dims: torch.Tensor, scale: torch.Tensor, steps: int = 9, span: float = 3.0
+) -> torch.Tensor:
+    """For each dimension d in ``dims``, ``steps`` codes moving z_d over ±span·scale_d from
+    ``center``: (len(dims) * steps, D), one row of the grid per dimension."""
+    offsets = torch.linspace(-span, span, steps, device=center.device)
+    codes = center.repeat(len(dims) * steps, 1)
+    for row, d in enumerate(dims.tolist()):
+        codes[row * steps : (row + 1) * steps, d] = center[d] + offsets * scale[d]
+    return codes
+
+
+def pca_2d(points: torch.Tensor) -> np.ndarray:
+    """The first two principal components of ``points`` (N, D) -> (N, 2)."""
+    centered = points - points.mean(0)
+    _, _, vh = torch.linalg.svd(centered.double(), full_matrices=False)
+    return (centered.double() @ vh[:2].T).cpu().numpy()
+
+
+def attribute_vector(means: torch.Tensor, has_attribute: torch.Tensor) -> torch.Tensor:
+    """Mean code of the images with an attribute minus the mean code of those without."""
+    if has_attribute.all() or not has_attribute.any():
+        raise ValueError("an attribute vector needs images with and without the attribute")
+    return means[has_attribute].mean(0) - means[~has_attribute].mean(0)
+
+
+def stroke_thickness(images: torch.Tensor) -> torch.Tensor:
+    """Ink per image: the mean pixel value, a measurable stand-in for stroke thickness."""
+    return images.flatten(1).mean(1)
+
+
+def extremes(values: torch.Tensor, share: float = 0.25) -> tuple[torch.Tensor, torch.Tensor]:
+    """(which images are in the top or bottom ``share`` of ``values``, which are in the top)."""
+    low, high = torch.quantile(values, share), torch.quantile(values, 1 - share)
+    return (values <= low) | (values >= high), values >= high
+
+
+@torch.no_grad()
+def write_latent_images(
+    run,
+    out_dir: Path,
+    num_pairs: int = 6,
+    steps: int = 10,
+    max_dims: int = 10,
+    attribute_classes: tuple[int, ...] = (),
+    tsne: bool = False,
+) -> tuple[dict[str, Path], dict]:
+    """The images of ``pyro-vae viz`` in ``out_dir``: ({caption: path}, JSON summary)."""
+    from pyro_vae.plots import save_image_grid, save_latent_map
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model, guide, data = run.model, run.guide, run.data
+    was_training = model.training, guide.training
+    model.eval()
+    guide.eval()
+    images, labels = data.test.float() / 255, data.test_labels
+    stats = latent_stats(model, guide, images)
+    written: dict[str, Path] = {}
+
+    def grid(caption: str, name: str, rows: list[torch.Tensor], nrow: int) -> None:
+        written[caption] = out_dir / name
+        save_image_grid(torch.cat(rows), written[caption], nrow=nrow)
+
+    def decoded(codes: torch.Tensor) -> torch.Tensor:
+        return model.decode_mean(codes)
+
+    with fixed_seed(EVAL_SEED, images.device):
+        prior_codes = model.prior(()).sample((64,))
+        grid("Samples from the prior: decoder means", "samples.png", [decoded(prior_codes)], 8)
+        pixels = model.likelihood(model.decoder(prior_codes)).sample()
+        grid("Samples from the prior: sampled pixels", "samples_pixels.png", [pixels], 8)
+
+    originals = images[:32]
+    rows = []
+    for start in range(0, 32, 8):  # originals on odd rows, reconstructions beneath
+        rows += [originals[start : start + 8], decoded(guide.code(originals[start : start + 8]))]
+    grid("Test images (odd rows) above their reconstructions", "reconstructions.png", rows, 8)
+
+    for name, path in (("linear", lerp), ("spherical", slerp)):
+        rows = []
+        for i in range(min(num_pairs, images.shape[0] // 2)):
+            a, b = images[2 * i : 2 * i + 1], images[2 * i + 1 : 2 * i + 2]
+            rows += [a, decoded(path(guide.code(a)[0], guide.code(b)[0], steps)), b]
+        caption = f"Interpolation between pairs of test images in latent space, {name}"
+        grid(caption, f"interpolation_{name}.png", rows, steps + 2)
+
+    dims = stats.order[:max_dims]
+    prior_mean, prior_var = prior_moments(model)
+    codes = traversal_codes(prior_mean, dims, prior_var.sqrt(), steps=9)
+    caption = (
+        f"Traversals from the prior mean, ±3 prior standard deviations, one row per latent "
+        f"dimension by decreasing average KL: {dims.tolist()}"
+    )
+    grid(caption, "traversals.png", [decoded(codes)], 9)
+
+    maps = {"PCA": pca_2d(stats.means)}
+    if tsne:
+        from sklearn.manifold import TSNE
+
+        maps["t-SNE"] = TSNE(2, init="pca", random_state=0).fit_transform(stats.means.cpu().numpy())
+    for method, points in maps.items():
+        caption = f"Latent means of the test set coloured by label ({method})"
+        written[caption] = out_dir / f"latent_{method.lower().replace('-', '')}.png"
+        save_latent_map(points, labels, written[caption], method)
+
+    everyone = torch.ones_like(labels, dtype=torch.bool)
+    attributes = {"stroke thickness": extremes(stroke_thickness(images))}
+    attributes.update({f"class {c}": (everyone, labels == c) for c in attribute_classes})
+    alphas = torch.linspace(-1.5, 1.5, 7, device=images.device)[:, None]
+    for name, (keep, has) in attributes.items():
+        vector = attribute_vector(stats.means[keep], has[keep])
+        base = images[:8]
+        rows = [
+            torch.cat([x[None], decoded(c + alphas * vector)])
+            for x, c in zip(base, guide.code(base))
+        ]
+        caption = (
+            f"Attribute vector '{name}' (mean code with it minus mean code without), added "
+            "in steps -1.5 ... +1.5 to test images (first column: the image)"
+        )
+        grid(caption, f"attribute_{name.replace(' ', '_')}.png", rows, 8)
+
+    model.train(was_training[0])
+    guide.train(was_training[1])
+    summary = {
+        "latent_dim": int(stats.means.shape[1]),
+        "active_units": stats.active_units,
+        "active_unit_threshold": ACTIVE_UNIT_THRESHOLD,
+        "dimensions_by_kl": stats.order.tolist(),
+        "kl_per_dim": stats.kl_per_dim.tolist(),
+        "activity_per_dim": stats.activity.tolist(),
+        "num_test_images": int(images.shape[0]),
+    }
+    (out_dir / "latent.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return written, summary
