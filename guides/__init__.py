@@ -2,7 +2,7 @@
 
 from guides.base import AmortizedGuide
 from guides.diag_normal import DiagNormalGuide
-from guides.encoders import MLPEncoder
+from guides.encoders import ConvEncoder, MLPEncoder
 from guides.flows import FlowGuide
 from guides.full_normal import FullNormalGuide
 from guides.lowrank_normal import LowRankNormalGuide
@@ -11,6 +11,7 @@ from guides.student_t import StudentTGuide
 
 __all__ = [
     "AmortizedGuide",
+    "ConvEncoder",
     "DiagNormalGuide",
     "FlowGuide",
     "FullNormalGuide",

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from pyro_vae.nn import mlp
+from pyro_vae.nn import ResidualBlock, activation, flat_batch, halvings, mlp
 
 
 class MLPEncoder(nn.Module):
@@ -27,3 +27,39 @@ class MLPEncoder(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x.flatten(-len(self.image_shape)))
+
+
+class ConvEncoder(nn.Module):
+    """Convolutional encoder: per stage a stride-2 convolution and a residual block, then a
+    linear layer to ``out_features``. For 28x28x1, 32x32x3 or any (C, H, W) image."""
+
+    def __init__(
+        self,
+        image_shape: Sequence[int],
+        channels: Sequence[int],
+        out_features: int,
+        activation_name: str = "softplus",
+    ):
+        super().__init__()
+        self.image_shape = tuple(image_shape)
+        self.out_features = out_features
+        layers: list[nn.Module] = []
+        previous = self.image_shape[0]
+        for c in channels:
+            layers += [
+                nn.Conv2d(previous, c, 3, stride=2, padding=1),
+                ResidualBlock(c, activation_name),
+            ]
+            previous = c
+        self.convs = nn.Sequential(*layers)
+        h, w = halvings(self.image_shape[1:], len(channels))[-1]
+        self.head = nn.Sequential(
+            activation(activation_name),
+            nn.Flatten(),
+            nn.Linear(previous * h * w, out_features),
+            activation(activation_name),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        images, batch = flat_batch(x, 3)
+        return self.head(self.convs(images)).reshape(*batch, self.out_features)

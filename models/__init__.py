@@ -1,8 +1,42 @@
 """Generative models p(z) p_θ(x|z): priors, decoders, likelihoods and the Pyro model."""
 
-from models.decoders import MLPDecoder
-from models.likelihoods import BernoulliImage, BernoulliLikelihood
-from models.priors import StandardNormalPrior
+from models.decoders import ConvDecoder, MLPDecoder
+from models.likelihoods import (
+    BernoulliImage,
+    BernoulliLikelihood,
+    ContinuousBernoulliLikelihood,
+    DiscretizedLogistic,
+    DiscretizedLogisticLikelihood,
+    GaussianLikelihood,
+    LaplaceLikelihood,
+    LearnedGaussianLikelihood,
+)
+from models.priors import (
+    FlowPrior,
+    LearnedNormalPrior,
+    MixtureOfGaussiansPrior,
+    StandardNormalPrior,
+    VampPrior,
+    vamp_components,
+)
 from models.vae import VAEModel
 
-__all__ = ["BernoulliImage", "BernoulliLikelihood", "MLPDecoder", "StandardNormalPrior", "VAEModel"]
+__all__ = [
+    "BernoulliImage",
+    "BernoulliLikelihood",
+    "ContinuousBernoulliLikelihood",
+    "ConvDecoder",
+    "DiscretizedLogistic",
+    "DiscretizedLogisticLikelihood",
+    "FlowPrior",
+    "GaussianLikelihood",
+    "LaplaceLikelihood",
+    "LearnedGaussianLikelihood",
+    "LearnedNormalPrior",
+    "MLPDecoder",
+    "MixtureOfGaussiansPrior",
+    "StandardNormalPrior",
+    "VAEModel",
+    "VampPrior",
+    "vamp_components",
+]

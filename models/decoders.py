@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from pyro_vae.nn import mlp
+from pyro_vae.nn import ResidualBlock, activation, flat_batch, halvings, mlp
 
 
 class MLPDecoder(nn.Module):
@@ -33,3 +33,45 @@ class MLPDecoder(nn.Module):
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return self.net(z).unflatten(-1, self.param_shape)
+
+
+class ConvDecoder(nn.Module):
+    """Convolutional decoder mirroring :class:`guides.encoders.ConvEncoder`: z -> linear ->
+    the smallest feature map, then per stage a residual block, a resize to the encoder's
+    size at that stage and a convolution, and a final convolution to the parameters."""
+
+    def __init__(
+        self,
+        latent_dim: int,
+        param_shape: Sequence[int],
+        channels: Sequence[int],
+        hidden: int,
+        activation_name: str = "softplus",
+    ):
+        super().__init__()
+        self.param_shape = tuple(param_shape)
+        self.sizes = halvings(self.param_shape[1:], len(channels))
+        self.channels = list(channels)
+        h, w = self.sizes[-1]
+        self.stem = nn.Sequential(
+            nn.Linear(latent_dim, hidden),
+            activation(activation_name),
+            nn.Linear(hidden, self.channels[-1] * h * w),
+        )
+        self.blocks = nn.ModuleList(ResidualBlock(c, activation_name) for c in reversed(channels))
+        outs = [*reversed(self.channels[:-1]), self.channels[0]]
+        self.convs = nn.ModuleList(
+            nn.Conv2d(c, out, 3, padding=1) for c, out in zip(reversed(channels), outs)
+        )
+        self.out = nn.Sequential(
+            activation(activation_name),
+            nn.Conv2d(self.channels[0], self.param_shape[0], 3, padding=1),
+        )
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        codes, batch = flat_batch(z, 1)
+        h, w = self.sizes[-1]
+        x = self.stem(codes).reshape(-1, self.channels[-1], h, w)
+        for block, conv, size in zip(self.blocks, self.convs, reversed(self.sizes[:-1])):
+            x = conv(nn.functional.interpolate(block(x), size=size, mode="nearest"))
+        return self.out(x).reshape(*batch, *self.param_shape)

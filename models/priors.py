@@ -2,14 +2,25 @@
 
 A prior is an ``nn.Module`` whose ``forward(batch_shape)`` returns a Pyro distribution with
 that batch shape and event shape ``(latent_dim,)``. Learnable priors keep their parameters
-on the module, which the model registers with ``pyro.module``.
+on the module, which the model registers with ``pyro.module("model", ...)``; a prior only
+needs ``log_prob`` of the guide's codes for training and ``sample`` for generation.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pyro.distributions as dist
 import torch
+from pyro.distributions import transforms
+from pyro.nn import AutoRegressiveNN
 from torch import nn
+
+from pyro_vae.errors import UserInputError
+
+
+def _positive(raw: torch.Tensor) -> torch.Tensor:
+    return nn.functional.softplus(raw) + 1e-4
 
 
 class StandardNormalPrior(nn.Module):
@@ -24,3 +35,107 @@ class StandardNormalPrior(nn.Module):
 
     def forward(self, batch_shape: torch.Size | tuple[int, ...]) -> dist.TorchDistribution:
         return dist.Normal(self.loc, self.scale).expand((*batch_shape, self.latent_dim)).to_event(1)
+
+
+class LearnedNormalPrior(nn.Module):
+    """p(z) = N(z; μ, diag σ²) with μ and σ learned."""
+
+    def __init__(self, latent_dim: int):
+        super().__init__()
+        self.latent_dim = latent_dim
+        self.loc = nn.Parameter(torch.zeros(latent_dim))
+        self.raw_scale = nn.Parameter(torch.full((latent_dim,), 0.5413))  # softplus⁻¹(1)
+
+    def forward(self, batch_shape) -> dist.TorchDistribution:
+        normal = dist.Normal(self.loc, _positive(self.raw_scale))
+        return normal.expand((*batch_shape, self.latent_dim)).to_event(1)
+
+
+def _uniform_mixture(components: dist.TorchDistribution, logits: torch.Tensor, batch_shape):
+    mixture = dist.MixtureSameFamily(dist.Categorical(logits=logits), components)
+    return mixture.expand(tuple(batch_shape))
+
+
+class MixtureOfGaussiansPrior(nn.Module):
+    """p(z) = Σ_k π_k N(z; μ_k, diag σ_k²) with K learned components and learned weights."""
+
+    def __init__(self, latent_dim: int, components: int):
+        super().__init__()
+        self.latent_dim = latent_dim
+        # Spread initial means so the components do not start identical.
+        self.locs = nn.Parameter(torch.randn(components, latent_dim))
+        self.raw_scales = nn.Parameter(torch.full((components, latent_dim), 0.5413))
+        self.logits = nn.Parameter(torch.zeros(components))
+
+    def forward(self, batch_shape) -> dist.TorchDistribution:
+        components = dist.Normal(self.locs, _positive(self.raw_scales)).to_event(1)
+        return _uniform_mixture(components, self.logits, batch_shape)
+
+
+class VampPrior(nn.Module):
+    """The VampPrior (Tomczak & Welling 2018, "VAE with a VampPrior"):
+
+        p(z) = (1/K) Σ_k q_φ(z | u_k),   u_1..u_K learned pseudo-inputs
+
+    The pseudo-inputs are a model parameter (registered with the model); they go through
+    the guide's own encoder, whose parameters the guide registers, so gradients of log p(z)
+    reach both. ``components(u)`` maps pseudo-inputs to q(z | u) with batch shape (K,).
+    The guide is held without registering it as a submodule of the model, so Pyro sees each
+    parameter under one name. The guide's density must score any z (not only its own
+    samples): planar and radial flows cannot.
+    """
+
+    def __init__(
+        self,
+        latent_dim: int,
+        components: Callable[[torch.Tensor], dist.TorchDistribution],
+        image_shape: tuple[int, ...],
+        num_pseudo_inputs: int,
+    ):
+        super().__init__()
+        self.latent_dim = latent_dim
+        # Pseudo-inputs start as grey noise around the middle of the pixel range.
+        self.pseudo_inputs = nn.Parameter(0.5 + 0.05 * torch.randn(num_pseudo_inputs, *image_shape))
+        self._components = [components]  # a list: not an nn.Module attribute
+
+    def forward(self, batch_shape) -> dist.TorchDistribution:
+        q = self._components[0](self.pseudo_inputs)
+        logits = torch.zeros(self.pseudo_inputs.shape[0], device=self.pseudo_inputs.device)
+        return _uniform_mixture(q, logits, batch_shape)
+
+
+class FlowPrior(nn.Module):
+    """p(z): N(0, I) pushed through ``depth`` learned affine autoregressive flows.
+
+    Used in the masked-autoregressive direction (each flow enters inverted), so the density
+    of a guide's code costs one network pass per flow, while sampling, needed only for
+    generation, inverts autoregressively (Papamakarios et al. 2017, "Masked Autoregressive
+    Flow for Density Estimation").
+    """
+
+    def __init__(self, latent_dim: int, depth: int, hidden_dims: list[int]):
+        super().__init__()
+        self.latent_dim = latent_dim
+        self.flows = nn.ModuleList(
+            transforms.AffineAutoregressive(AutoRegressiveNN(latent_dim, list(hidden_dims)))
+            for _ in range(depth)
+        )
+        self.register_buffer("loc", torch.zeros(latent_dim))
+        self.register_buffer("scale", torch.ones(latent_dim))
+
+    def forward(self, batch_shape) -> dist.TorchDistribution:
+        base = dist.Normal(self.loc, self.scale).expand((*batch_shape, self.latent_dim))
+        return dist.TransformedDistribution(base.to_event(1), [flow.inv for flow in self.flows])
+
+
+def vamp_components(guide: nn.Module) -> Callable[[torch.Tensor], dist.TorchDistribution]:
+    """q(z | u) of ``guide`` for pseudo-inputs, refusing families that cannot score any z."""
+    flows = getattr(guide, "flows", None)
+    if flows is not None and any(
+        isinstance(f, (transforms.ConditionalPlanar, transforms.ConditionalRadial)) for f in flows
+    ):
+        raise UserInputError(
+            "the vamp prior scores codes under the guide's density, which planar and radial "
+            "flows cannot do (they have no inverse); use another guide with --prior vamp"
+        )
+    return guide.posterior

@@ -45,6 +45,11 @@ TRAIN_HELP = {
     "latent_dim": "dimension of z",
     "hidden_dims": "hidden layer widths, encoder side first (the decoder mirrors them)",
     "activation": f"activation between layers ({_one_of(ACTIVATIONS)})",
+    "conv_channels": "channels of the conv encoder's stages (the conv decoder mirrors them)",
+    "likelihood_scale": "σ of the gaussian likelihood (initial σ of gaussian-learned), "
+    "b of laplace",
+    "prior_components": "components of the mog prior; pseudo-inputs of the vamp prior",
+    "prior_flow_depth": "number of affine autoregressive flows of the flow prior",
     "guide_rank": "rank of the covariance factor of the lowrank-normal guide",
     "flow_depth": "number of flows of the iaf, planar, radial and spline guides",
     "flow_hidden_dims": "hidden widths of each flow's conditioning network",
@@ -93,7 +98,7 @@ def _add_train_flags(parser: argparse.ArgumentParser) -> None:
         common = dict(default=argparse.SUPPRESS, dest=f.name)
         if f.name == "download":
             parser.add_argument("--no-download", action="store_false", help=help_text, **common)
-        elif f.name in ("hidden_dims", "flow_hidden_dims"):
+        elif f.name in ("hidden_dims", "flow_hidden_dims", "conv_channels"):
             parser.add_argument(flag, type=int, nargs="+", metavar="N", help=help_text, **common)
         else:
             # Fields whose default is None are strings, but for the one float among them.

@@ -43,6 +43,10 @@ class TrainConfig:
     latent_dim: int = 20
     hidden_dims: list[int] = field(default_factory=lambda: [400])
     activation: str = "softplus"
+    conv_channels: list[int] = field(default_factory=lambda: [32, 64])  # conv encoder/decoder
+    likelihood_scale: float = 0.1  # σ of gaussian (initial σ of gaussian-learned), b of laplace
+    prior_components: int = 10  # mog components, vamp pseudo-inputs
+    prior_flow_depth: int = 2  # flow prior
     # options of particular guide families
     guide_rank: int = 4  # lowrank-normal
     flow_depth: int = 4  # iaf, planar, radial, spline
@@ -99,6 +103,8 @@ def validate(config: TrainConfig) -> None:
         "guide_rank",
         "flow_depth",
         "mixture_components",
+        "prior_components",
+        "prior_flow_depth",
     )
     for name in positive_ints:
         value = getattr(config, name)
@@ -108,7 +114,7 @@ def validate(config: TrainConfig) -> None:
         value = getattr(config, name)
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
             raise UserInputError(f"{name} must be an integer >= 0, got {value!r}")
-    for name in ("hidden_dims", "flow_hidden_dims"):
+    for name in ("hidden_dims", "flow_hidden_dims", "conv_channels"):
         value = getattr(config, name)
         if (
             not isinstance(value, list)
@@ -118,6 +124,9 @@ def validate(config: TrainConfig) -> None:
             raise UserInputError(f"{name} must be a non-empty list of integers >= 1, got {value!r}")
     if not (isinstance(config.lr, (int, float)) and math.isfinite(config.lr) and config.lr > 0):
         raise UserInputError(f"lr must be a finite number > 0, got {config.lr!r}")
+    scale = config.likelihood_scale
+    if not (isinstance(scale, (int, float)) and math.isfinite(scale) and scale > 0):
+        raise UserInputError(f"likelihood_scale must be a finite number > 0, got {scale!r}")
     if config.clip_norm is not None and not (
         isinstance(config.clip_norm, (int, float))
         and math.isfinite(config.clip_norm)

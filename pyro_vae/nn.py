@@ -38,3 +38,35 @@ def mlp(sizes: Sequence[int], activation_name: str, activate_last: bool) -> nn.S
         if activate_last or i < len(sizes) - 2:
             layers.append(activation(activation_name))
     return nn.Sequential(*layers)
+
+
+class ResidualBlock(nn.Module):
+    """x + conv(act(conv(act(x)))): a pre-activation residual block, channels and size kept
+    (He et al. 2016, "Identity Mappings in Deep Residual Networks")."""
+
+    def __init__(self, channels: int, activation_name: str):
+        super().__init__()
+        self.body = nn.Sequential(
+            activation(activation_name),
+            nn.Conv2d(channels, channels, 3, padding=1),
+            activation(activation_name),
+            nn.Conv2d(channels, channels, 3, padding=1),
+        )
+
+    def forward(self, x):
+        return x + self.body(x)
+
+
+def halvings(size: tuple[int, int], stages: int) -> list[tuple[int, int]]:
+    """Spatial sizes after each stride-2 stage: [size, ceil(size/2), ...], stages + 1 long."""
+    sizes = [tuple(size)]
+    for _ in range(stages):
+        h, w = sizes[-1]
+        sizes.append(((h + 1) // 2, (w + 1) // 2))
+    return sizes
+
+
+def flat_batch(x, event_dims: int):
+    """Fold every leading batch dimension into one, for layers that take (N, ...) only."""
+    batch = x.shape[:-event_dims]
+    return x.reshape(-1, *x.shape[-event_dims:]), batch

@@ -1,12 +1,14 @@
 """One table of every swappable part, chosen by name from the CLI and the Python API.
 
-``REGISTRY[kind][name]`` is a factory. The factories of one kind share a signature:
+``REGISTRY[kind][name]`` is a factory. The factories of one kind share a signature, each
+taking the run's :class:`TrainConfig` (plain data: the part reads the fields it needs):
 
-- ``prior(latent_dim)``
-- ``likelihood()``
-- ``decoder(latent_dim, param_shape, hidden_dims, activation)``
-- ``encoder(image_shape, hidden_dims, activation)``
-- ``guide(encoder, latent_dim, config)``: ``config`` carries the family's options
+- ``likelihood(config, image_shape)``
+- ``encoder(config, image_shape)``: its ``out_features`` is the width of its output
+- ``guide(config, encoder, latent_dim)``
+- ``prior(config, latent_dim, posterior, image_shape)``: ``posterior(x)`` is the guide's
+  q(z|x), for priors built from it (the VampPrior)
+- ``decoder(config, latent_dim, param_shape)``
 - ``elbo(num_particles)``: a Pyro ELBO
 
 Add an entry with :func:`register`; :func:`build_vae` assembles a model/guide pair.
@@ -20,6 +22,7 @@ import pyro.infer
 from torch import nn
 
 from guides import (
+    ConvEncoder,
     DiagNormalGuide,
     FlowGuide,
     FullNormalGuide,
@@ -28,7 +31,23 @@ from guides import (
     MLPEncoder,
     StudentTGuide,
 )
-from models import BernoulliLikelihood, MLPDecoder, StandardNormalPrior, VAEModel
+from models import (
+    BernoulliLikelihood,
+    ContinuousBernoulliLikelihood,
+    ConvDecoder,
+    DiscretizedLogisticLikelihood,
+    FlowPrior,
+    GaussianLikelihood,
+    LaplaceLikelihood,
+    LearnedGaussianLikelihood,
+    LearnedNormalPrior,
+    MixtureOfGaussiansPrior,
+    MLPDecoder,
+    StandardNormalPrior,
+    VAEModel,
+    VampPrior,
+    vamp_components,
+)
 from pyro_vae.config import TrainConfig
 from pyro_vae.errors import UserInputError
 from pyro_vae.objectives import IWAE_ELBO
@@ -47,31 +66,76 @@ def _elbo(cls: type) -> Callable[[int], pyro.infer.ELBO]:
 
 
 def _flow(kind: str) -> Callable:
-    def make(encoder: nn.Module, latent_dim: int, config: TrainConfig) -> FlowGuide:
+    def make(config: TrainConfig, encoder: nn.Module, latent_dim: int) -> FlowGuide:
         return FlowGuide(encoder, latent_dim, kind, config.flow_depth, config.flow_hidden_dims)
 
     return make
 
 
+def _elbo(cls: type) -> Callable[[int], pyro.infer.ELBO]:
+    # vectorize_particles: K particles run as one batched trace, not K Python loops.
+    def make(num_particles: int) -> pyro.infer.ELBO:
+        return cls(
+            num_particles=num_particles,
+            vectorize_particles=num_particles > 1,
+            max_plate_nesting=1,  # the "data" plate; particles go to dim -2
+        )
+
+    return make
+
+
 REGISTRY: dict[str, dict[str, Callable]] = {
-    "prior": {"standard-normal": StandardNormalPrior},
-    "likelihood": {"bernoulli": BernoulliLikelihood},
-    "decoder": {"mlp": MLPDecoder},
-    "encoder": {"mlp": MLPEncoder},
-    "guide": {
-        "diag-normal": lambda encoder, latent_dim, config: DiagNormalGuide(encoder, latent_dim),
-        "lowrank-normal": lambda encoder, latent_dim, config: LowRankNormalGuide(
-            encoder, latent_dim, config.guide_rank
+    "likelihood": {
+        "bernoulli": lambda config, shape: BernoulliLikelihood(),
+        "continuous-bernoulli": lambda config, shape: ContinuousBernoulliLikelihood(),
+        "gaussian": lambda config, shape: GaussianLikelihood(config.likelihood_scale),
+        "gaussian-learned": lambda config, shape: LearnedGaussianLikelihood(
+            shape, config.likelihood_scale
         ),
-        "full-normal": lambda encoder, latent_dim, config: FullNormalGuide(encoder, latent_dim),
+        "laplace": lambda config, shape: LaplaceLikelihood(config.likelihood_scale),
+        "discretized-logistic": lambda config, shape: DiscretizedLogisticLikelihood(),
+    },
+    "encoder": {
+        "mlp": lambda config, shape: MLPEncoder(shape, config.hidden_dims, config.activation),
+        "conv": lambda config, shape: ConvEncoder(
+            shape, config.conv_channels, config.hidden_dims[-1], config.activation
+        ),
+    },
+    "guide": {
+        "diag-normal": lambda config, encoder, dim: DiagNormalGuide(encoder, dim),
+        "lowrank-normal": lambda config, encoder, dim: LowRankNormalGuide(
+            encoder, dim, config.guide_rank
+        ),
+        "full-normal": lambda config, encoder, dim: FullNormalGuide(encoder, dim),
         "iaf": _flow("iaf"),
         "planar": _flow("planar"),
         "radial": _flow("radial"),
         "spline": _flow("spline"),
-        "mixture": lambda encoder, latent_dim, config: MixtureGuide(
-            encoder, latent_dim, config.mixture_components
+        "mixture": lambda config, encoder, dim: MixtureGuide(
+            encoder, dim, config.mixture_components
         ),
-        "student-t": lambda encoder, latent_dim, config: StudentTGuide(encoder, latent_dim),
+        "student-t": lambda config, encoder, dim: StudentTGuide(encoder, dim),
+    },
+    "prior": {
+        "standard-normal": lambda config, dim, posterior, shape: StandardNormalPrior(dim),
+        "learned-normal": lambda config, dim, posterior, shape: LearnedNormalPrior(dim),
+        "mog": lambda config, dim, posterior, shape: MixtureOfGaussiansPrior(
+            dim, config.prior_components
+        ),
+        "vamp": lambda config, dim, posterior, shape: VampPrior(
+            dim, posterior, shape, config.prior_components
+        ),
+        "flow": lambda config, dim, posterior, shape: FlowPrior(
+            dim, config.prior_flow_depth, config.flow_hidden_dims
+        ),
+    },
+    "decoder": {
+        "mlp": lambda config, dim, param_shape: MLPDecoder(
+            dim, param_shape, config.hidden_dims, config.activation
+        ),
+        "conv": lambda config, dim, param_shape: ConvDecoder(
+            dim, param_shape, config.conv_channels, config.hidden_dims[-1], config.activation
+        ),
     },
     "elbo": {
         "trace": _elbo(pyro.infer.Trace_ELBO),
@@ -110,16 +174,14 @@ def check_names(config: TrainConfig) -> None:
 def build_vae(config: TrainConfig, image_shape: tuple[int, ...]) -> tuple[VAEModel, nn.Module]:
     """The (model, guide) pair that ``config`` names, for images of ``image_shape``."""
     check_names(config)
-    likelihood = lookup("likelihood", config.likelihood)()
-    prior = lookup("prior", config.prior)(config.latent_dim)
-    decoder = lookup("decoder", config.decoder)(
-        config.latent_dim,
-        likelihood.param_shape(image_shape),
-        config.hidden_dims,
-        config.activation,
-    )
-    encoder = lookup("encoder", config.encoder)(image_shape, config.hidden_dims, config.activation)
-    guide = lookup("guide", config.guide)(encoder, config.latent_dim, config)
+    image_shape = tuple(image_shape)
+    likelihood = lookup("likelihood", config.likelihood)(config, image_shape)
+    encoder = lookup("encoder", config.encoder)(config, image_shape)
+    guide = lookup("guide", config.guide)(config, encoder, config.latent_dim)
+    posterior = vamp_components(guide) if config.prior == "vamp" else guide.posterior
+    prior = lookup("prior", config.prior)(config, config.latent_dim, posterior, image_shape)
+    param_shape = likelihood.param_shape(image_shape)
+    decoder = lookup("decoder", config.decoder)(config, config.latent_dim, param_shape)
     return VAEModel(prior, decoder, likelihood, image_shape), guide
 
 

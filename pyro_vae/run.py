@@ -58,7 +58,10 @@ def resolve_device(name: str) -> torch.device:
 
 
 def resolve_binarize(config: TrainConfig) -> str:
-    return config.binarize or lookup("likelihood", config.likelihood)().default_binarize
+    if config.binarize:
+        return config.binarize
+    # The default is a property of the likelihood's kind; any image shape builds one to ask.
+    return lookup("likelihood", config.likelihood)(config, (1, 1, 1)).default_binarize
 
 
 def prepare(config: TrainConfig) -> tuple[ImageData, VAEModel, nn.Module]:

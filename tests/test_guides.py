@@ -22,7 +22,7 @@ SMALL_FLOWS = dict(flow_depth=2, flow_hidden_dims=[16])
 def make_guide(name, latent_dim=4, image_shape=(1, 8, 8), **options):
     config = TrainConfig(latent_dim=latent_dim, guide_rank=2, mixture_components=3, **options)
     encoder = MLPEncoder(image_shape, [32], "softplus")
-    return lookup("guide", name)(encoder, latent_dim, config)
+    return lookup("guide", name)(config, encoder, latent_dim)
 
 
 @pytest.mark.parametrize("name", GUIDES)
@@ -87,7 +87,7 @@ def fit_guide_to_linear_gaussian(name, steps=2000):
     for param in lg.model.parameters():
         param.requires_grad_(False)  # the model is fixed: only q(z|x) learns
     pyro.set_rng_seed(0)
-    guide = lookup("guide", name)(MLPEncoder(SHAPE, [64], "softplus"), 3, TrainConfig())
+    guide = lookup("guide", name)(TrainConfig(), MLPEncoder(SHAPE, [64], "softplus"), 3)
     elbo = pyro.infer.Trace_ELBO(num_particles=8, vectorize_particles=True, max_plate_nesting=1)
     loss_fn = elbo(lg.model, guide)
     optimizer = torch.optim.Adam(guide.parameters(), lr=3e-3)

@@ -68,7 +68,8 @@ def test_iwae_gradients_flow_to_the_guide(lg):
     from pyro_vae.config import TrainConfig
     from pyro_vae.registry import lookup
 
-    guide = lookup("guide", "diag-normal")(MLPEncoder((1, 1, 6), [8], "softplus"), 3, TrainConfig())
+    encoder = MLPEncoder((1, 1, 6), [8], "softplus")
+    guide = lookup("guide", "diag-normal")(TrainConfig(), encoder, 3)
     loss = IWAE_ELBO(num_particles=4)(lg.model, guide)(lg.sample(10))
     loss.backward()
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in guide.parameters())

@@ -14,8 +14,10 @@ def test_every_kind_has_its_default():
 
 
 def test_unknown_name_lists_the_valid_ones():
-    with pytest.raises(UserInputError, match="unknown prior 'vamp'; valid prior names: standard"):
-        lookup("prior", "vamp")
+    with pytest.raises(
+        UserInputError, match="unknown prior 'vampire'; valid prior names: standard"
+    ):
+        lookup("prior", "vampire")
 
 
 def test_build_vae_shapes():
@@ -34,7 +36,7 @@ class ScaledNormalPrior(StandardNormalPrior):
 
 
 def test_registered_entry_is_used_by_name(tmp_path):
-    register("prior", "scaled-normal", ScaledNormalPrior)
+    register("prior", "scaled-normal", lambda config, dim, posterior, shape: ScaledNormalPrior(dim))
     try:
         run = train(small_config(prior="scaled-normal"), run_dir=tmp_path / "r", progress=False)
         assert isinstance(run.model.prior, ScaledNormalPrior)
@@ -44,5 +46,5 @@ def test_registered_entry_is_used_by_name(tmp_path):
 
 
 def test_register_refuses_an_unknown_kind():
-    with pytest.raises(UserInputError, match="valid kinds: prior"):
+    with pytest.raises(UserInputError, match="valid kinds: likelihood, encoder, guide, prior"):
         register("posterior", "x", object)
