@@ -51,9 +51,20 @@ class LearnedNormalPrior(nn.Module):
         return normal.expand((*batch_shape, self.latent_dim)).to_event(1)
 
 
-def _uniform_mixture(components: dist.TorchDistribution, logits: torch.Tensor, batch_shape):
-    mixture = dist.MixtureSameFamily(dist.Categorical(logits=logits), components)
-    return mixture.expand(tuple(batch_shape))
+class _Mixture(dist.MixtureSameFamily):
+    """MixtureSameFamily over codes (event dim 1) that expands each code against the K
+    components itself, since conditional flows do not broadcast a code of shape
+    (..., 1, D) against their K contexts."""
+
+    def log_prob(self, x: torch.Tensor) -> torch.Tensor:
+        components = self.mixture_distribution.logits.shape[-1]
+        x = x.unsqueeze(-2).expand(*x.shape[:-1], components, x.shape[-1])
+        log_weights = torch.log_softmax(self.mixture_distribution.logits, -1)
+        return torch.logsumexp(self.component_distribution.log_prob(x) + log_weights, -1)
+
+
+def _mixture(components: dist.TorchDistribution, logits: torch.Tensor, batch_shape):
+    return _Mixture(dist.Categorical(logits=logits), components).expand(tuple(batch_shape))
 
 
 class MixtureOfGaussiansPrior(nn.Module):
@@ -69,7 +80,7 @@ class MixtureOfGaussiansPrior(nn.Module):
 
     def forward(self, batch_shape) -> dist.TorchDistribution:
         components = dist.Normal(self.locs, _positive(self.raw_scales)).to_event(1)
-        return _uniform_mixture(components, self.logits, batch_shape)
+        return _mixture(components, self.logits, batch_shape)
 
 
 class VampPrior(nn.Module):
@@ -101,7 +112,7 @@ class VampPrior(nn.Module):
     def forward(self, batch_shape) -> dist.TorchDistribution:
         q = self._components[0](self.pseudo_inputs)
         logits = torch.zeros(self.pseudo_inputs.shape[0], device=self.pseudo_inputs.device)
-        return _uniform_mixture(q, logits, batch_shape)
+        return _mixture(q, logits, batch_shape)
 
 
 class FlowPrior(nn.Module):

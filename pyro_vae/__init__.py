@@ -6,6 +6,7 @@ print(run.test_elbo)                      # nats per image
 print(evaluate(load_run("runs/demo")))    # the same number, recomputed from the checkpoint
 """
 
+import math
 from pathlib import Path
 
 from tqdm.auto import tqdm
@@ -38,7 +39,7 @@ def log_likelihood(
             raise UserInputError(f"max_images must be an integer >= 1, got {max_images!r}")
         images, labels = images[:max_images], labels[:max_images]
     with tqdm(total=images.shape[0], disable=not progress, unit="image", mininterval=0.5) as bar:
-        return importance_log_likelihood(
+        estimate = importance_log_likelihood(
             run.model,
             run.guide,
             images.float() / 255,
@@ -46,6 +47,11 @@ def log_likelihood(
             labels=labels,
             progress=bar.update,
         )
+    if getattr(run.model.likelihood, "discrete", False):  # a probability mass: bits per dim
+        dims = math.prod(images.shape[1:])
+        nats = estimate.summary["log_likelihood"]
+        estimate.summary["bits_per_dim"] = -nats / (dims * math.log(2))
+    return estimate
 
 
 def visualize(

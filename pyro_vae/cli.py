@@ -289,6 +289,8 @@ def _evaluate(args: argparse.Namespace) -> None:
         f"log p(x) ≈ {summary['log_likelihood']:.3f} ± {summary['standard_error'] or 0:.3f} nats "
         f"per image ({summary['num_images']} images, K={args.num_samples} importance samples)"
     )
+    if "bits_per_dim" in summary:
+        print(f"that is {summary['bits_per_dim']:.4f} bits per dimension")
     print(f"IWAE bounds: {bounds}; gap log p̂(x) - ELBO: {summary['gap']:.3f}")
     print(
         f"PSIS k̂ > 0.7 for {summary['share_khat_above_0.7']:.1%} of the images; "

@@ -1,0 +1,92 @@
+"""Each prior is a normalized density whose samples match its moments."""
+
+import pytest
+import torch
+from torch import nn
+
+from guides import MLPEncoder
+from models import (
+    FlowPrior,
+    LearnedNormalPrior,
+    MixtureOfGaussiansPrior,
+    StandardNormalPrior,
+    VampPrior,
+)
+from pyro_vae import build_vae
+from pyro_vae.config import TrainConfig
+from pyro_vae.registry import lookup
+
+
+def perturbed(prior: nn.Module) -> nn.Module:
+    """The prior with its learnable parameters moved off their initial values."""
+    generator = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for param in prior.parameters():
+            param.add_(0.3 * torch.randn(param.shape, generator=generator))
+    return prior
+
+
+def make_prior(name: str, dim: int) -> nn.Module:
+    torch.manual_seed(0)
+    if name == "vamp":
+        guide = lookup("guide", "diag-normal")(
+            TrainConfig(), MLPEncoder((1, 2, 2), [8], "tanh"), dim
+        )
+        return perturbed(VampPrior(dim, guide.posterior, (1, 2, 2), 3))
+    return perturbed(
+        {
+            "standard-normal": lambda: StandardNormalPrior(dim),
+            "learned-normal": lambda: LearnedNormalPrior(dim),
+            "mog": lambda: MixtureOfGaussiansPrior(dim, 3),
+            "flow": lambda: FlowPrior(dim, 2, [8]),
+        }[name]()
+    )
+
+
+PRIORS = ["standard-normal", "learned-normal", "mog", "vamp", "flow"]
+
+
+def grid(dim: int, half_width: float = 9.0, points: int = 601):
+    axis = torch.linspace(-half_width, half_width, points, dtype=torch.float64)
+    step = axis[1] - axis[0]
+    if dim == 1:
+        return axis[:, None], step
+    a, b = torch.meshgrid(axis, axis, indexing="ij")
+    return torch.stack([a.flatten(), b.flatten()], -1), step**2
+
+
+@pytest.mark.parametrize("name", PRIORS)
+@pytest.mark.parametrize("dim", [1, 2])
+def test_density_integrates_to_one_and_samples_match_its_moments(name, dim):
+    if name == "flow" and dim == 1:
+        pytest.skip("an autoregressive flow needs at least two dimensions")
+    prior = make_prior(name, dim)
+    z, cell = grid(dim, points=601 if dim == 1 else 241)
+    with torch.no_grad():
+        density = prior(()).log_prob(z.float()).double().exp()
+        mass = (density * cell).sum().item()
+        mean = (density[:, None] * z * cell).sum(0)
+        second = (density[:, None] * z**2 * cell).sum(0)
+        draws = prior(()).sample((40_000,)).double()
+    assert mass == pytest.approx(1.0, abs=2e-3)
+    torch.testing.assert_close(draws.mean(0), mean, atol=0.04, rtol=0)
+    torch.testing.assert_close(draws.pow(2).mean(0), second, atol=0.1, rtol=0.05)
+
+
+def test_vamp_gradients_reach_the_pseudo_inputs_and_the_encoder():
+    config = TrainConfig(prior="vamp", prior_components=5, latent_dim=3, hidden_dims=[16])
+    model, guide = build_vae(config, (1, 8, 8))
+    z = torch.randn(7, 3)
+    model.prior((7,)).log_prob(z).sum().backward()
+    assert model.prior.pseudo_inputs.grad.abs().sum() > 0
+    assert guide.encoder.net[0].weight.grad.abs().sum() > 0
+    # The guide is not a submodule of the model: each parameter has one owner and one name.
+    model_params = {id(p) for p in model.parameters()}
+    assert not model_params & {id(p) for p in guide.parameters()}
+
+
+def test_flow_prior_scores_without_inverting():
+    prior = FlowPrior(6, 2, [16])
+    z = torch.randn(500, 6)
+    log_p = prior((500,)).log_prob(z)
+    assert log_p.shape == (500,) and torch.isfinite(log_p).all()
