@@ -31,15 +31,42 @@ from pyro_vae.errors import UserInputError
 
 # Fixed seed of every one-off binarization (static train set, validation and test sets).
 EVAL_BINARIZATION_SEED = 20260101
-MNIST_LIKE_VALIDATION_SIZE = 10_000
-TORCHVISION_DATASETS = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST", "kmnist": "KMNIST"}
-DATASET_NAMES = ("digits", *TORCHVISION_DATASETS)
 MNIST_FILES = (
     "train-images-idx3-ubyte",
     "train-labels-idx1-ubyte",
     "t10k-images-idx3-ubyte",
     "t10k-labels-idx1-ubyte",
 )
+IDX = "uncompressed IDX files"
+CIFAR_FILES = ("data_batch_1", "…", "data_batch_5", "test_batch", "batches.meta")
+
+
+@dataclass(frozen=True)
+class TorchvisionSource:
+    """How one torchvision data set lies on disk and how much of its training set validates."""
+
+    cls: str  # the torchvision.datasets class
+    folder: str  # the folder under --data-dir that torchvision reads
+    subfolder: str  # where in it the files lie: "raw" for MNIST-like sets, "" for CIFAR-10
+    files: tuple[str, ...]
+    file_kind: str
+    validation_size: int
+
+    def files_folder(self, root: Path) -> Path:
+        return root / self.folder / self.subfolder
+
+
+TORCHVISION_DATASETS = {
+    "mnist": TorchvisionSource("MNIST", "MNIST", "raw", MNIST_FILES, IDX, 10_000),
+    "fashion-mnist": TorchvisionSource(
+        "FashionMNIST", "FashionMNIST", "raw", MNIST_FILES, IDX, 10_000
+    ),
+    "kmnist": TorchvisionSource("KMNIST", "KMNIST", "raw", MNIST_FILES, IDX, 10_000),
+    "cifar10": TorchvisionSource(
+        "CIFAR10", "cifar-10-batches-py", "", CIFAR_FILES, "CIFAR-10 python version", 5_000
+    ),
+}
+DATASET_NAMES = ("digits", *TORCHVISION_DATASETS)
 
 
 @dataclass
@@ -231,7 +258,7 @@ def _load_npz(path: Path) -> tuple:
 
 
 def _resolve_root(data_dir: Path, folder: str) -> Path:
-    """Accept the root that holds ``FOLDER/raw``, the ``FOLDER`` directory, or ``FOLDER/raw``."""
+    """Accept the root that holds ``FOLDER``, the ``FOLDER`` directory, or ``FOLDER/raw``."""
     if data_dir.name == "raw" and data_dir.parent.name == folder:
         return data_dir.parent.parent
     if data_dir.name == folder:
@@ -239,26 +266,32 @@ def _resolve_root(data_dir: Path, folder: str) -> Path:
     return data_dir
 
 
+def _as_images(data) -> torch.Tensor:
+    """uint8 (N, C, H, W) from torchvision's ``.data``: (N, H, W) tensors or (N, H, W, C) arrays."""
+    data = torch.as_tensor(data)
+    return data.unsqueeze(1) if data.ndim == 3 else data.permute(0, 3, 1, 2).contiguous()
+
+
 def _load_torchvision(name: str, data_dir: Path, download: bool) -> tuple:
     from torchvision import datasets
 
-    folder = TORCHVISION_DATASETS[name]
-    root = _resolve_root(data_dir, folder)
-    raw = root / folder / "raw"
+    source = TORCHVISION_DATASETS[name]
+    root = _resolve_root(data_dir, source.folder)
+    files = source.files_folder(root)
     how_to_fix = (
-        f"put {', '.join(MNIST_FILES)} (uncompressed IDX files) in {raw}, "
-        f"or pass --data-dir pointing at a folder that holds {folder}/raw/"
+        f"put {', '.join(source.files)} ({source.file_kind}) in {files}, "
+        f"or pass --data-dir pointing at a folder that holds {source.folder}/"
     )
     if not download and not root.is_dir():
         raise UserInputError(f"data directory {root} does not exist; {how_to_fix}")
-    cls = getattr(datasets, folder)
+    cls = getattr(datasets, source.cls)
     try:
         try:
             train_set = cls(str(root), train=True, download=False)
         except RuntimeError:
             if not download:
                 raise UserInputError(
-                    f"{name} files not found in {raw} and download is off; {how_to_fix}"
+                    f"{name} files not found in {files} and download is off; {how_to_fix}"
                 ) from None
             train_set = cls(str(root), train=True, download=True)
         test_set = cls(str(root), train=False, download=False)
@@ -266,10 +299,12 @@ def _load_torchvision(name: str, data_dir: Path, download: bool) -> tuple:
         raise
     except Exception as error:  # a failed download (offline) or an unreadable file
         reason = " ".join(str(error).split()) or type(error).__name__
-        raise UserInputError(f"could not load {name} from {raw} ({reason}); {how_to_fix}") from None
-    train_x, train_y = train_set.data.unsqueeze(1), train_set.targets.long()
-    test_x, test_y = test_set.data.unsqueeze(1), test_set.targets.long()
-    n_train = train_x.shape[0] - MNIST_LIKE_VALIDATION_SIZE
+        raise UserInputError(
+            f"could not load {name} from {files} ({reason}); {how_to_fix}"
+        ) from None
+    train_x, train_y = _as_images(train_set.data), torch.as_tensor(train_set.targets).long()
+    test_x, test_y = _as_images(test_set.data), torch.as_tensor(test_set.targets).long()
+    n_train = train_x.shape[0] - source.validation_size
     return (
         (train_x[:n_train], train_y[:n_train]),
         (train_x[n_train:], train_y[n_train:]),

@@ -143,3 +143,22 @@ def test_unreadable_npz(tmp_path):
         load_data(str(tmp_path / "bad.npz"), "dynamic")
     with pytest.raises(UserInputError, match="no data file at"):
         load_data(str(tmp_path / "absent.npz"), "dynamic")
+
+
+def test_cifar10_missing_offline_names_folder_and_files(tmp_path):
+    with pytest.raises(UserInputError, match=r"cifar10 files not found in .*cifar-10-batches-py"):
+        load_data("cifar10", "none", data_dir=tmp_path, download=False)
+    with pytest.raises(UserInputError, match="data_batch_1, …, data_batch_5, test_batch"):
+        load_data("cifar10", "none", data_dir=tmp_path / "absent", download=False)
+
+
+def test_channels_last_arrays_become_channels_first():
+    import numpy as np
+
+    from pyro_vae.data import _as_images
+
+    array = np.arange(2 * 4 * 4 * 3, dtype=np.uint8).reshape(2, 4, 4, 3)
+    images = _as_images(array)
+    assert images.shape == (2, 3, 4, 4)
+    assert images[1, 2, 3, 0] == array[1, 3, 0, 2]
+    assert _as_images(torch.zeros(5, 28, 28, dtype=torch.uint8)).shape == (5, 1, 28, 28)

@@ -55,3 +55,26 @@ def test_conv_vae_trains_on_digits(tmp_path):
 def test_combinations(tmp_path, overrides):
     config = small_config(epochs=2, **overrides)
     check_run(train(config, run_dir=tmp_path / "run", progress=False), tmp_path, min_gain=1.0)
+
+
+@pytest.mark.parametrize("shape", [(1, 28, 28), (3, 32, 32), (1, 8, 8)])
+def test_conv_networks_fit_mnist_and_cifar_shapes(shape):
+    import torch
+
+    from pyro_vae import TrainConfig, build_vae, make_elbo
+
+    config = TrainConfig(
+        encoder="conv",
+        decoder="conv",
+        likelihood="discretized-logistic",
+        latent_dim=6,
+        hidden_dims=[32],
+        conv_channels=[8, 16],
+    )
+    model, guide = build_vae(config, shape)
+    x = torch.randint(0, 256, (4, *shape)).float() / 255
+    assert guide.encoder(x).shape == (4, 32)
+    assert model.decoder(torch.randn(5, 4, 6)).shape == (5, 4, 2 * shape[0], *shape[1:])
+    loss = make_elbo(config)(model, guide)(x)
+    loss.backward()
+    assert torch.isfinite(loss)
