@@ -5,6 +5,7 @@ from guides.diag_normal import DiagNormalGuide
 from guides.encoders import ConvEncoder, MLPEncoder
 from guides.flows import FlowGuide
 from guides.full_normal import FullNormalGuide
+from guides.hierarchical import HierarchicalGuide
 from guides.lowrank_normal import LowRankNormalGuide
 from guides.mixture import MixtureGuide
 from guides.student_t import StudentTGuide
@@ -15,6 +16,7 @@ __all__ = [
     "DiagNormalGuide",
     "FlowGuide",
     "FullNormalGuide",
+    "HierarchicalGuide",
     "LowRankNormalGuide",
     "MLPEncoder",
     "MixtureGuide",

@@ -34,9 +34,9 @@ class AmortizedGuide(nn.Module):
         with pyro.plate("data", x.shape[0], dim=-1):
             return pyro.sample("z", self.posterior(x))
 
-    @torch.no_grad()
     def code(self, x: torch.Tensor) -> torch.Tensor:
-        """One representative latent code per image (for reconstructions): q's mean."""
+        """One representative latent code per image (reconstructions, traversals, the
+        hierarchical guide's top layer): q's mean. Differentiable; wrap in no_grad to view."""
         return self.posterior(x).mean
 
 

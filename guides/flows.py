@@ -70,7 +70,6 @@ class FlowGuide(AmortizedGuide):
         base, flows = self._base_and_flows(x)
         return dist.TransformedDistribution(base, flows, validate_args=False)
 
-    @torch.no_grad()
     def code(self, x: torch.Tensor) -> torch.Tensor:
         """The base mean pushed through the flows (q's mean has no closed form)."""
         base, flows = self._base_and_flows(x)

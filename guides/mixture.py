@@ -32,7 +32,6 @@ class MixtureGuide(AmortizedGuide):
         scales = positive(self.scales(hidden)).unflatten(-1, shape)
         return dist.MixtureOfDiagNormals(locs, scales, self.logits(hidden))
 
-    @torch.no_grad()
     def code(self, x: torch.Tensor) -> torch.Tensor:
         """The mixture's mean, Σ_c π_c μ_c."""
         hidden = self.encoder(x)

@@ -1,6 +1,7 @@
 """Generative models p(z) p_θ(x|z): priors, decoders, likelihoods and the Pyro model."""
 
 from models.decoders import ConvDecoder, MLPDecoder
+from models.hvae import HierarchicalVAEModel
 from models.likelihoods import (
     BernoulliImage,
     BernoulliLikelihood,
@@ -30,6 +31,7 @@ __all__ = [
     "DiscretizedLogisticLikelihood",
     "FlowPrior",
     "GaussianLikelihood",
+    "HierarchicalVAEModel",
     "LaplaceLikelihood",
     "LearnedGaussianLikelihood",
     "LearnedNormalPrior",

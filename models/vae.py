@@ -43,6 +43,10 @@ class VAEModel(nn.Module):
             z = pyro.sample("z", self.prior((n,)))
             return pyro.sample("x", self.likelihood(self.decoder(z)), obs=x)
 
+    def decode(self, z: torch.Tensor):
+        """p(x | z) for latent codes z: the likelihood at the decoder's output."""
+        return self.likelihood(self.decoder(z))
+
     @torch.no_grad()
     def decode_mean(self, z: torch.Tensor) -> torch.Tensor:
         """E[x | z], the image a latent code stands for."""

@@ -35,12 +35,15 @@ class TrainConfig:
     download: bool = True
     binarize: str | None = None  # None: the likelihood's default ("dynamic" for bernoulli)
     # generative model p(z) p(x|z) and guide q(z|x), each part chosen by registry name
+    model: str = "vae"  # or "hvae": p(z2) p(z1|z2) p(x|z1), guide q(z1|x) q(z2|z1)
     prior: str = "standard-normal"
     decoder: str = "mlp"
     likelihood: str = "bernoulli"
     encoder: str = "mlp"
     guide: str = "diag-normal"
     latent_dim: int = 20
+    top_latent_dim: int = 10  # hvae: size of z2 (latent_dim is z1's)
+    top_guide: str | None = None  # hvae: the top layer's family (None: same as guide)
     hidden_dims: list[int] = field(default_factory=lambda: [400])
     activation: str = "softplus"
     conv_channels: list[int] = field(default_factory=lambda: [32, 64])  # conv encoder/decoder
@@ -105,6 +108,7 @@ def validate(config: TrainConfig) -> None:
         "mixture_components",
         "prior_components",
         "prior_flow_depth",
+        "top_latent_dim",
     )
     for name in positive_ints:
         value = getattr(config, name)

@@ -193,7 +193,7 @@ def write_latent_images(
     with fixed_seed(EVAL_SEED, images.device):
         prior_codes = model.prior(()).sample((64,))
         grid("Samples from the prior: decoder means", "samples.png", [decoded(prior_codes)], 8)
-        pixels = model.likelihood(model.decoder(prior_codes)).sample()
+        pixels = model.decode(prior_codes).sample()
         grid("Samples from the prior: sampled pixels", "samples_pixels.png", [pixels], 8)
 
     originals = images[:32]

@@ -10,6 +10,7 @@ taking the run's :class:`TrainConfig` (plain data: the part reads the fields it 
   q(z|x), for priors built from it (the VampPrior)
 - ``decoder(config, latent_dim, param_shape)``
 - ``elbo(num_particles)``: a Pyro ELBO
+- ``model(config, image_shape)``: the whole (model, guide) pair, assembled from the parts
 
 Add an entry with :func:`register`; :func:`build_vae` assembles a model/guide pair.
 """
@@ -26,6 +27,7 @@ from guides import (
     DiagNormalGuide,
     FlowGuide,
     FullNormalGuide,
+    HierarchicalGuide,
     LowRankNormalGuide,
     MixtureGuide,
     MLPEncoder,
@@ -38,6 +40,7 @@ from models import (
     DiscretizedLogisticLikelihood,
     FlowPrior,
     GaussianLikelihood,
+    HierarchicalVAEModel,
     LaplaceLikelihood,
     LearnedGaussianLikelihood,
     LearnedNormalPrior,
@@ -167,22 +170,63 @@ def register(kind: str, name: str, factory: Callable) -> None:
 
 def check_names(config: TrainConfig) -> None:
     """Fail early, before any data is loaded, on a name no table holds."""
-    for kind in ("prior", "likelihood", "decoder", "encoder", "guide", "elbo"):
+    for kind in ("model", "prior", "likelihood", "decoder", "encoder", "guide", "elbo"):
         lookup(kind, getattr(config, kind))
+    if config.top_guide is not None:
+        lookup("guide", config.top_guide)
 
 
-def build_vae(config: TrainConfig, image_shape: tuple[int, ...]) -> tuple[VAEModel, nn.Module]:
-    """The (model, guide) pair that ``config`` names, for images of ``image_shape``."""
-    check_names(config)
-    image_shape = tuple(image_shape)
+def _guide(config: TrainConfig, name: str, encoder: nn.Module, latent_dim: int) -> nn.Module:
+    return lookup("guide", name)(config, encoder, latent_dim)
+
+
+def _prior(config: TrainConfig, latent_dim: int, guide: nn.Module, image_shape) -> nn.Module:
+    posterior = vamp_components(guide) if config.prior == "vamp" else guide.posterior
+    return lookup("prior", config.prior)(config, latent_dim, posterior, image_shape)
+
+
+def build_single_layer(config: TrainConfig, image_shape: tuple[int, ...]):
+    """p(z) p(x|z) with q(z|x): the VAE of Kingma & Welling (2014)."""
     likelihood = lookup("likelihood", config.likelihood)(config, image_shape)
     encoder = lookup("encoder", config.encoder)(config, image_shape)
-    guide = lookup("guide", config.guide)(config, encoder, config.latent_dim)
-    posterior = vamp_components(guide) if config.prior == "vamp" else guide.posterior
-    prior = lookup("prior", config.prior)(config, config.latent_dim, posterior, image_shape)
+    guide = _guide(config, config.guide, encoder, config.latent_dim)
+    prior = _prior(config, config.latent_dim, guide, image_shape)
     param_shape = likelihood.param_shape(image_shape)
     decoder = lookup("decoder", config.decoder)(config, config.latent_dim, param_shape)
     return VAEModel(prior, decoder, likelihood, image_shape), guide
+
+
+def build_two_layer(config: TrainConfig, image_shape: tuple[int, ...]):
+    """p(z2) p(z1|z2) p(x|z1) with q(z1|x) q(z2|z1): ``latent_dim`` is z1's size,
+    ``top_latent_dim`` z2's; ``top_guide`` (default: ``guide``) is the top layer's family."""
+    likelihood = lookup("likelihood", config.likelihood)(config, image_shape)
+    encoder = lookup("encoder", config.encoder)(config, image_shape)
+    bottom = _guide(config, config.guide, encoder, config.latent_dim)
+    top_encoder = MLPEncoder((config.latent_dim,), config.hidden_dims, config.activation)
+    top = _guide(config, config.top_guide or config.guide, top_encoder, config.top_latent_dim)
+    guide = HierarchicalGuide(bottom, top)
+    prior = _prior(config, config.top_latent_dim, guide, image_shape)
+    param_shape = likelihood.param_shape(image_shape)
+    decoder = lookup("decoder", config.decoder)(config, config.latent_dim, param_shape)
+    model = HierarchicalVAEModel(
+        prior,
+        decoder,
+        likelihood,
+        image_shape,
+        config.latent_dim,
+        config.hidden_dims,
+        config.activation,
+    )
+    return model, guide
+
+
+REGISTRY["model"] = {"vae": build_single_layer, "hvae": build_two_layer}
+
+
+def build_vae(config: TrainConfig, image_shape: tuple[int, ...]) -> tuple[nn.Module, nn.Module]:
+    """The (model, guide) pair that ``config`` names, for images of ``image_shape``."""
+    check_names(config)
+    return lookup("model", config.model)(config, tuple(image_shape))
 
 
 def make_elbo(config: TrainConfig) -> pyro.infer.ELBO:

@@ -1,0 +1,75 @@
+"""A two-level hierarchical VAE as a Pyro model.
+
+    z2_n ~ p(z2),   z1_n | z2_n ~ N(μ_θ(z2_n), diag σ_θ(z2_n)²),   x_n | z1_n ~ p_θ(x | z1_n)
+
+The generative half of Burda et al.'s two-stochastic-layer architecture (2016, "Importance
+Weighted Autoencoders", section 5), with any registry prior on the top layer (the
+VampPrior included, as in Tomczak & Welling 2018) and any likelihood and decoder at the
+bottom. Sites ``z2``, ``z1`` and ``x`` all sit in ``pyro.plate("data")``, so the
+importance-sampled log-likelihood covers both layers.
+
+The top layer z2 is the model's "code": the prior, :meth:`decode_mean` and the latent-space
+tools work in it, decoding through the mean of p(z1 | z2).
+"""
+
+from __future__ import annotations
+
+import pyro
+import pyro.distributions as dist
+import torch
+from torch import nn
+
+from pyro_vae.nn import mlp
+
+
+class HierarchicalVAEModel(nn.Module):
+    def __init__(
+        self,
+        prior: nn.Module,
+        decoder: nn.Module,
+        likelihood,
+        image_shape,
+        latent_dim: int,
+        hidden_dims: list[int],
+        activation: str,
+    ):
+        super().__init__()
+        self.prior = prior  # over z2
+        self.decoder = decoder  # z1 -> likelihood parameters
+        self.likelihood = likelihood
+        self.image_shape = tuple(image_shape)
+        self.latent_dim = prior.latent_dim
+        self.bottom_dim = latent_dim
+        # p(z1 | z2): a network from z2 to the mean and (softplus) scale of z1
+        self.conditional = mlp([prior.latent_dim, *hidden_dims, 2 * latent_dim], activation, False)
+
+    def bottom(self, z2: torch.Tensor) -> dist.TorchDistribution:
+        loc, raw_scale = self.conditional(z2).chunk(2, dim=-1)
+        scale = nn.functional.softplus(raw_scale) + 1e-4
+        return dist.Normal(loc, scale, validate_args=False).to_event(1)
+
+    def forward(
+        self, x: torch.Tensor | None = None, num_samples: int | None = None
+    ) -> torch.Tensor:
+        pyro.module("model", self)
+        n = x.shape[0] if x is not None else num_samples
+        if n is None:
+            raise ValueError("pass the observed images x or num_samples")
+        with pyro.plate("data", n, dim=-1):
+            z2 = pyro.sample("z2", self.prior((n,)))
+            z1 = pyro.sample("z1", self.bottom(z2))
+            return pyro.sample("x", self.likelihood(self.decoder(z1)), obs=x)
+
+    def decode(self, z2: torch.Tensor):
+        """p(x | z1 = E[z1 | z2]) for top-level codes z2."""
+        return self.likelihood(self.decoder(self.bottom(z2).mean))
+
+    @torch.no_grad()
+    def decode_mean(self, z2: torch.Tensor) -> torch.Tensor:
+        return self.likelihood.mean(self.decoder(self.bottom(z2).mean))
+
+    @torch.no_grad()
+    def sample_means(self, num_samples: int) -> torch.Tensor:
+        """E[x | z1] for z2 ~ p(z2), z1 ~ p(z1 | z2)."""
+        z1 = self.bottom(self.prior(()).sample((num_samples,))).sample()
+        return self.likelihood.mean(self.decoder(z1))
