@@ -19,6 +19,7 @@ import pyro.distributions as dist
 import torch
 from torch import nn
 
+from models.vae import number_of_images
 from pyro_vae.nn import mlp
 
 
@@ -52,9 +53,7 @@ class HierarchicalVAEModel(nn.Module):
         self, x: torch.Tensor | None = None, num_samples: int | None = None
     ) -> torch.Tensor:
         pyro.module("model", self)
-        n = x.shape[0] if x is not None else num_samples
-        if n is None:
-            raise ValueError("pass the observed images x or num_samples")
+        n = number_of_images(x, num_samples)
         with pyro.plate("data", n, dim=-1):
             z2 = pyro.sample("z2", self.prior((n,)))
             z1 = pyro.sample("z1", self.bottom(z2))

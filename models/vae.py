@@ -14,6 +14,15 @@ import torch
 from torch import nn
 
 
+def number_of_images(x: torch.Tensor | None, num_samples: int | None) -> int:
+    """The data plate's size: the observed batch's, or ``num_samples`` when generating."""
+    if x is not None:
+        return x.shape[0]
+    if num_samples is None:
+        raise ValueError("pass the observed images x or num_samples")
+    return num_samples
+
+
 class VAEModel(nn.Module):
     """A Pyro model built from a prior, a decoder and a likelihood.
 
@@ -36,9 +45,7 @@ class VAEModel(nn.Module):
         self, x: torch.Tensor | None = None, num_samples: int | None = None
     ) -> torch.Tensor:
         pyro.module("model", self)
-        n = x.shape[0] if x is not None else num_samples
-        if n is None:
-            raise ValueError("pass the observed images x or num_samples")
+        n = number_of_images(x, num_samples)
         with pyro.plate("data", n, dim=-1):
             z = pyro.sample("z", self.prior((n,)))
             return pyro.sample("x", self.likelihood(self.decoder(z)), obs=x)

@@ -45,6 +45,10 @@ def write_atomically(path: Path, write: Any) -> None:
         os.close(dir_fd)
 
 
+def write_text_atomically(path: Path, text: str) -> None:
+    write_atomically(path, lambda f: f.write(text.encode("utf-8")))
+
+
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     payload = {"format": FORMAT, "format_version": FORMAT_VERSION, **state}
     write_atomically(path, lambda f: torch.save(payload, f))

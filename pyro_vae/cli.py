@@ -110,6 +110,15 @@ def _add_train_flags(parser: argparse.ArgumentParser) -> None:
             parser.add_argument(flag, type=kind, metavar=metavar, help=help_text, **common)
 
 
+def _add_run_device(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--device",
+        default=None,
+        metavar="DEVICE",
+        help=f"override the run's device ({_one_of(DEVICES)})",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="pyro-vae", description="Variational autoencoders as Pyro programs.")
     commands = parser.add_subparsers(
@@ -170,12 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--elbo-only", action="store_true", help="skip the importance-sampled log p(x)"
     )
     evaluate.add_argument("--quiet", action="store_true", help="no progress bar")
-    evaluate.add_argument(
-        "--device",
-        default=None,
-        metavar="DEVICE",
-        help=f"override the run's device ({_one_of(DEVICES)})",
-    )
+    _add_run_device(evaluate)
 
     sample = commands.add_parser(
         "sample",
@@ -192,12 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="PNG to write (default: RUN_DIR/samples-seed<SEED>.png)",
     )
-    sample.add_argument(
-        "--device",
-        default=None,
-        metavar="DEVICE",
-        help=f"override the run's device ({_one_of(DEVICES)})",
-    )
+    _add_run_device(sample)
     viz = commands.add_parser(
         "viz",
         help="latent-space images and report.html of a trained run",
@@ -218,12 +217,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="also the attribute vector of label C (images of class C minus the rest)",
     )
     viz.add_argument("--tsne", action="store_true", help="also a t-SNE map (slower)")
-    viz.add_argument(
-        "--device",
-        default=None,
-        metavar="DEVICE",
-        help=f"override the run's device ({_one_of(DEVICES)})",
-    )
+    _add_run_device(viz)
     return parser
 
 

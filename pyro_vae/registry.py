@@ -56,18 +56,6 @@ from pyro_vae.errors import UserInputError
 from pyro_vae.objectives import IWAE_ELBO
 
 
-def _elbo(cls: type) -> Callable[[int], pyro.infer.ELBO]:
-    # vectorize_particles: K particles run as one batched trace, not K Python loops.
-    def make(num_particles: int) -> pyro.infer.ELBO:
-        return cls(
-            num_particles=num_particles,
-            vectorize_particles=num_particles > 1,
-            max_plate_nesting=1,  # the "data" plate; particles go to dim -2
-        )
-
-    return make
-
-
 def _flow(kind: str) -> Callable:
     def make(config: TrainConfig, encoder: nn.Module, latent_dim: int) -> FlowGuide:
         return FlowGuide(encoder, latent_dim, kind, config.flow_depth, config.flow_hidden_dims)

@@ -38,7 +38,7 @@ from pyro_vae.checkpoint import (
     load_checkpoint,
     restore_rng,
     save_checkpoint,
-    write_atomically,
+    write_text_atomically,
 )
 from pyro_vae.config import RESUMABLE_CHANGES, TrainConfig, differing_fields
 from pyro_vae.data import ImageData
@@ -263,8 +263,7 @@ def train(
         )
     if not resume:
         run_dir = prepare_run_dir(Path(run_dir) if run_dir else default_run_dir(config))
-    config_text = json.dumps(config.to_dict(), indent=2) + "\n"
-    write_atomically(run_dir / CONFIG_NAME, lambda f: f.write(config_text.encode()))
+    write_text_atomically(run_dir / CONFIG_NAME, json.dumps(config.to_dict(), indent=2) + "\n")
     metrics_path = run_dir / METRICS_NAME
 
     device = data.device
@@ -312,8 +311,7 @@ def train(
 
     def write_metrics() -> None:
         # Rewritten whole from the history, so a resumed run's file matches its checkpoint.
-        text = "".join(json.dumps(row) + "\n" for row in history)
-        write_atomically(metrics_path, lambda f: f.write(text.encode()))
+        write_text_atomically(metrics_path, "".join(json.dumps(row) + "\n" for row in history))
 
     def evaluate_row(epoch: int, train_elbo: float | None, seconds: float | None) -> dict:
         # train_elbo is minus the training objective (β-weighted during warm-up; the IWAE
