@@ -68,6 +68,12 @@ class HierarchicalVAEModel(nn.Module):
         return self.likelihood.mean(self.decoder(self.bottom(z2).mean))
 
     @torch.no_grad()
+    def reconstruct(self, guide: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        """E[x | z1 = the bottom guide's code for x]: through z1, which carries the detail
+        (going through z2 would keep only what the top layer encodes)."""
+        return self.likelihood.mean(self.decoder(guide.bottom.code(x)))
+
+    @torch.no_grad()
     def sample_means(self, num_samples: int) -> torch.Tensor:
         """E[x | z1] for z2 ~ p(z2), z1 ~ p(z1 | z2)."""
         z1 = self.bottom(self.prior(()).sample((num_samples,))).sample()

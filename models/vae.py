@@ -60,6 +60,11 @@ class VAEModel(nn.Module):
         return self.likelihood.mean(self.decoder(z))
 
     @torch.no_grad()
+    def reconstruct(self, guide: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        """E[x | z = the guide's code for x]: the image x comes back as."""
+        return self.decode_mean(guide.code(x))
+
+    @torch.no_grad()
     def sample_means(self, num_samples: int) -> torch.Tensor:
         """E[x | z] for z drawn from the prior: the usual "samples" of a VAE."""
         return self.decode_mean(self.prior(()).sample((num_samples,)))

@@ -172,7 +172,7 @@ def write_latent_images(
     tsne: bool = False,
 ) -> tuple[dict[str, Path], dict]:
     """The images of ``pyro-vae viz`` in ``out_dir``: ({caption: path}, JSON summary)."""
-    from pyro_vae.plots import save_image_grid, save_latent_map
+    from pyro_vae.plots import save_image_grid, save_latent_map, save_reconstructions
 
     out_dir.mkdir(parents=True, exist_ok=True)
     model, guide, data = run.model, run.guide, run.data
@@ -196,11 +196,9 @@ def write_latent_images(
         pixels = model.decode(prior_codes).sample()
         grid("Samples from the prior: sampled pixels", "samples_pixels.png", [pixels], 8)
 
-    originals = images[:32]
-    rows = []
-    for start in range(0, 32, 8):  # originals on odd rows, reconstructions beneath
-        rows += [originals[start : start + 8], decoded(guide.code(originals[start : start + 8]))]
-    grid("Test images (odd rows) above their reconstructions", "reconstructions.png", rows, 8)
+    caption = "Test images (odd rows) above their reconstructions"
+    written[caption] = out_dir / "reconstructions.png"
+    save_reconstructions(images[:32], model.reconstruct(guide, images[:32]), written[caption])
 
     for name, path in (("linear", lerp), ("spherical", slerp)):
         rows = []

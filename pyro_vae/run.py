@@ -126,9 +126,7 @@ def write_images(run: Run, out_dir: Path, num_images: int = 64) -> None:
     with torch.no_grad():
         save_image_grid(run.model.sample_means(num_images), out_dir / "samples.png")
         originals = next(run.data.eval_batches("test", 32))
-        codes = run.guide.code(originals)
-        save_reconstructions(
-            originals, run.model.decode_mean(codes), out_dir / "reconstructions.png"
-        )
+        reconstructions = run.model.reconstruct(run.guide, originals)
+        save_reconstructions(originals, reconstructions, out_dir / "reconstructions.png")
     if run.history:
         save_curves(run.history, out_dir / "curves.png")
