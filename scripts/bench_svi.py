@@ -98,7 +98,6 @@ def main() -> None:
     pyro.set_rng_seed(0)
     generator = torch.Generator(device=device).manual_seed(0)
     store = pyro.get_param_store()
-    epochs = {}
 
     def make_pyro_vae():
         model, guide = network(config, data.image_shape, device)
