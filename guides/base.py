@@ -38,8 +38,3 @@ class AmortizedGuide(nn.Module):
         """One representative latent code per image (reconstructions, traversals, the
         hierarchical guide's top layer): q's mean. Differentiable; wrap in no_grad to view."""
         return self.posterior(x).mean
-
-
-def positive(raw: torch.Tensor, minimum: float = 1e-6) -> torch.Tensor:
-    """softplus(raw) + minimum: a scale kept off zero, where log q and its gradient blow up."""
-    return nn.functional.softplus(raw) + minimum

@@ -24,7 +24,8 @@ import torch
 from pyro.distributions import transforms
 from torch import nn
 
-from guides.base import AmortizedGuide, positive
+from guides.base import AmortizedGuide
+from pyro_vae.nn import positive
 
 FLOWS: dict[str, Callable[[int, int, list[int]], nn.Module]] = {
     "iaf": lambda dim, context, hidden: transforms.conditional_affine_autoregressive(

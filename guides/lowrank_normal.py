@@ -12,7 +12,8 @@ import pyro.distributions as dist
 import torch
 from torch import nn
 
-from guides.base import AmortizedGuide, positive
+from guides.base import AmortizedGuide
+from pyro_vae.nn import positive
 
 
 class LowRankNormalGuide(AmortizedGuide):

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from models.vae import number_of_images
-from pyro_vae.nn import mlp
+from pyro_vae.nn import mlp, positive
 
 
 class HierarchicalVAEModel(nn.Module):
@@ -46,8 +46,7 @@ class HierarchicalVAEModel(nn.Module):
 
     def bottom(self, z2: torch.Tensor) -> dist.TorchDistribution:
         loc, raw_scale = self.conditional(z2).chunk(2, dim=-1)
-        scale = nn.functional.softplus(raw_scale) + 1e-4
-        return dist.Normal(loc, scale, validate_args=False).to_event(1)
+        return dist.Normal(loc, positive(raw_scale, 1e-4), validate_args=False).to_event(1)
 
     def forward(
         self, x: torch.Tensor | None = None, num_samples: int | None = None

@@ -17,10 +17,7 @@ from pyro.nn import AutoRegressiveNN
 from torch import nn
 
 from pyro_vae.errors import UserInputError
-
-
-def _positive(raw: torch.Tensor) -> torch.Tensor:
-    return nn.functional.softplus(raw) + 1e-4
+from pyro_vae.nn import positive
 
 
 class StandardNormalPrior(nn.Module):
@@ -47,7 +44,7 @@ class LearnedNormalPrior(nn.Module):
         self.raw_scale = nn.Parameter(torch.full((latent_dim,), 0.5413))  # softplus⁻¹(1)
 
     def forward(self, batch_shape) -> dist.TorchDistribution:
-        normal = dist.Normal(self.loc, _positive(self.raw_scale))
+        normal = dist.Normal(self.loc, positive(self.raw_scale, 1e-4))
         return normal.expand((*batch_shape, self.latent_dim)).to_event(1)
 
 
@@ -79,7 +76,7 @@ class MixtureOfGaussiansPrior(nn.Module):
         self.logits = nn.Parameter(torch.zeros(components))
 
     def forward(self, batch_shape) -> dist.TorchDistribution:
-        components = dist.Normal(self.locs, _positive(self.raw_scales)).to_event(1)
+        components = dist.Normal(self.locs, positive(self.raw_scales, 1e-4)).to_event(1)
         return _mixture(components, self.logits, batch_shape)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import torch
 from torch import nn
 
 from pyro_vae.errors import UserInputError
@@ -24,6 +25,12 @@ def activation(name: str) -> nn.Module:
             f"unknown activation {name!r}; valid activations: {', '.join(ACTIVATIONS)}"
         )
     return ACTIVATIONS[name]()
+
+
+def positive(raw: torch.Tensor, minimum: float = 1e-6) -> torch.Tensor:
+    """softplus(raw) + minimum: a scale kept off zero, where log-densities and their
+    gradients blow up."""
+    return nn.functional.softplus(raw) + minimum
 
 
 def mlp(sizes: Sequence[int], activation_name: str, activate_last: bool) -> nn.Sequential:
