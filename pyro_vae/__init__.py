@@ -6,96 +6,30 @@ print(run.test_elbo)                      # nats per image
 print(evaluate(load_run("runs/demo")))    # the same number, recomputed from the checkpoint
 """
 
-import math
-from pathlib import Path
+import importlib
 
-from tqdm.auto import tqdm
-
-from pyro_vae.config import TrainConfig
-from pyro_vae.errors import UserInputError
-from pyro_vae.evaluate import elbo_per_datapoint
-from pyro_vae.importance import LogLikelihoodEstimate, importance_log_likelihood
-from pyro_vae.latent import write_latent_images
-from pyro_vae.registry import REGISTRY, build_vae, make_elbo, register
-from pyro_vae.report import write_report
-from pyro_vae.run import Run, load_run
-from pyro_vae.train import train
-
-
-def log_likelihood(
-    run: Run,
-    split: str = "test",
-    num_samples: int = 5000,
-    max_images: int | None = None,
-    progress: bool = False,
-) -> LogLikelihoodEstimate:
-    """Importance-sampled log p(x) of the run's model on ``split`` (the first ``max_images``).
-
-    Returns per data point log p̂(x), ELBO, IWAE bounds, PSIS k̂ and ESS, and their summary.
-    """
-    images, labels = run.data.split(split), run.data.split_labels(split)
-    if max_images is not None:
-        if isinstance(max_images, bool) or not isinstance(max_images, int) or max_images < 1:
-            raise UserInputError(f"max_images must be an integer >= 1, got {max_images!r}")
-        images, labels = images[:max_images], labels[:max_images]
-    with tqdm(total=images.shape[0], disable=not progress, unit="image", mininterval=0.5) as bar:
-        estimate = importance_log_likelihood(
-            run.model,
-            run.guide,
-            images.float() / 255,
-            num_samples,
-            labels=labels,
-            progress=bar.update,
-        )
-    if getattr(run.model.likelihood, "discrete", False):  # a probability mass: bits per dim
-        dims = math.prod(images.shape[1:])
-        nats = estimate.summary["log_likelihood"]
-        estimate.summary["bits_per_dim"] = -nats / (dims * math.log(2))
-    return estimate
+# Exports load on first use (PEP 562): ``models`` and ``guides`` import helpers from
+# ``pyro_vae.nn`` and ``pyro_vae.errors``, and an eager import of the registry here would
+# import them back half-initialized, so ``import models`` on its own would fail.
+_EXPORTS = {
+    "build_vae": "pyro_vae.registry",
+    "evaluate": "pyro_vae.api",
+    "load_run": "pyro_vae.run",
+    "log_likelihood": "pyro_vae.api",
+    "LogLikelihoodEstimate": "pyro_vae.importance",
+    "make_elbo": "pyro_vae.registry",
+    "register": "pyro_vae.registry",
+    "REGISTRY": "pyro_vae.registry",
+    "Run": "pyro_vae.run",
+    "train": "pyro_vae.svi",
+    "TrainConfig": "pyro_vae.config",
+    "UserInputError": "pyro_vae.errors",
+    "visualize": "pyro_vae.api",
+}
+__all__ = sorted(_EXPORTS)
 
 
-def visualize(
-    run: Run,
-    num_pairs: int = 6,
-    max_dims: int = 10,
-    attribute_classes: tuple[int, ...] = (),
-    tsne: bool = False,
-) -> Path:
-    """Write the latent-space images to ``RUN_DIR/viz/`` and ``RUN_DIR/report.html``.
-
-    Returns the report's path; ``RUN_DIR/viz/latent.json`` holds the active units and the
-    per-dimension KL.
-    """
-    if run.run_dir is None:
-        raise UserInputError("visualize needs a run with a run folder (train or load_run)")
-    images, summary = write_latent_images(
-        run,
-        Path(run.run_dir) / "viz",
-        num_pairs=num_pairs,
-        max_dims=max_dims,
-        attribute_classes=attribute_classes,
-        tsne=tsne,
-    )
-    return write_report(run, images, summary)
-
-
-def evaluate(run: Run, split: str = "test") -> float:
-    """The run's ELBO on ``split`` in nats per image, under the fixed evaluation seed."""
-    return elbo_per_datapoint(run.model, run.guide, run.data, split, run.config.eval_batch_size)
-
-
-__all__ = [
-    "REGISTRY",
-    "Run",
-    "TrainConfig",
-    "UserInputError",
-    "build_vae",
-    "evaluate",
-    "load_run",
-    "log_likelihood",
-    "LogLikelihoodEstimate",
-    "make_elbo",
-    "register",
-    "train",
-    "visualize",
-]
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'pyro_vae' has no attribute {name!r}")
+    return getattr(importlib.import_module(_EXPORTS[name]), name)

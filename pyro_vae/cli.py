@@ -17,7 +17,7 @@ from pyro_vae.data import DATASET_NAMES
 from pyro_vae.errors import UserInputError
 from pyro_vae.nn import ACTIVATIONS
 from pyro_vae.registry import check_names, names
-from pyro_vae.train import TrainingInterrupted, resume_config
+from pyro_vae.svi import TrainingInterrupted, resume_config
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
@@ -241,7 +241,7 @@ def train_config_from_args(args: argparse.Namespace) -> TrainConfig:
 
 
 def _train(args: argparse.Namespace) -> None:
-    from pyro_vae.train import train
+    from pyro_vae.svi import train
 
     config = train_config_from_args(args)
     if args.resume is not None:

@@ -37,7 +37,7 @@ from pyro.poutine.util import site_is_subsample
 from torch import nn
 
 from pyro_vae.errors import UserInputError
-from pyro_vae.evaluate import EVAL_SEED, fixed_seed
+from pyro_vae.evaluation import EVAL_SEED, fixed_seed
 
 KHAT_THRESHOLD = 0.7
 BOUND_SIZES = (1, 5, 50, 500, 5000)

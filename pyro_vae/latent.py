@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from pyro_vae.evaluate import EVAL_SEED, fixed_seed
+from pyro_vae.evaluation import EVAL_SEED, fixed_seed
 
 ACTIVE_UNIT_THRESHOLD = 0.01
 

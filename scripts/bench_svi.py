@@ -5,7 +5,7 @@ softplus, batch 256, Adam(lr=1e-3), Trace_ELBO, dynamically binarized MNIST. Eac
 its own freshly initialized copy of the same network, and the loops take turns epoch by
 epoch so that machine drift hits them alike.
 
-    pyro-vae        pyro_vae.train.svi_epoch, the steps of ``pyro-vae train``: Pyro's
+    pyro-vae        pyro_vae.svi.svi_epoch, the steps of ``pyro-vae train``: Pyro's
                     Trace_ELBO module, one foreach Adam, data resident on the device, and
                     the per-step check for a non-finite loss or gradient
     hand-written    the same estimator written by hand in PyTorch (reparameterized z,
@@ -37,7 +37,7 @@ from pyro_vae.config import TrainConfig
 from pyro_vae.data import load_data
 from pyro_vae.registry import build_vae, make_elbo
 from pyro_vae.run import resolve_device
-from pyro_vae.train import svi_epoch
+from pyro_vae.svi import svi_epoch
 
 DEFAULT_DATA_DIR = Path(__file__).resolve().parents[2] / "shared" / "data"
 

@@ -6,7 +6,7 @@ import pytest
 
 from pyro_vae.cli import main
 from tests.conftest import SHARED_DATA, needs_mnist
-from tests.test_train import RUN_FILES
+from tests.test_svi import RUN_FILES
 
 SMALL = ["--epochs", "2", "--hidden-dims", "32", "--latent-dim", "4", "--device", "cpu", "--quiet"]
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from pyro_vae import TrainConfig, UserInputError, evaluate, load_run, train
-from pyro_vae.train import NonFiniteLossError, nonfinite_report
+from pyro_vae.svi import NonFiniteLossError, nonfinite_report
 from tests.conftest import small_config
 
 RUN_FILES = {

@@ -43,7 +43,7 @@ from pyro_vae.checkpoint import (
 from pyro_vae.config import RESUMABLE_CHANGES, TrainConfig, differing_fields
 from pyro_vae.data import ImageData
 from pyro_vae.errors import UserInputError
-from pyro_vae.evaluate import elbo_per_datapoint, fixed_seed
+from pyro_vae.evaluation import elbo_per_datapoint, fixed_seed
 from pyro_vae.objectives import LatentScale, analytic_kl_pairs, warmup_beta
 from pyro_vae.registry import make_elbo
 from pyro_vae.run import CONFIG_NAME, METRICS_NAME, Run, prepare, read_config, write_images
