@@ -187,46 +187,46 @@ class ContinuousBernoulliLikelihood(_ContinuousLikelihood):
         return dist.ContinuousBernoulli(logits=logits, validate_args=False).mean
 
 
-class GaussianLikelihood(_ContinuousLikelihood):
+class _FixedScaleLikelihood(_ContinuousLikelihood):
+    """Π_pixels family(x; decoder(z), scale) with one fixed scale; the decoder gives the mean."""
+
+    family: type = dist.Normal
+
+    def __init__(self, scale: float):
+        self.scale = scale
+
+    def __call__(self, loc: torch.Tensor) -> dist.TorchDistribution:
+        return self.family(loc, self.scale, validate_args=False).to_event(IMAGE_DIMS)
+
+    def mean(self, loc: torch.Tensor) -> torch.Tensor:
+        return loc
+
+
+class GaussianLikelihood(_FixedScaleLikelihood):
     """p(x|z) = N(x; decoder(z), σ²I) with a fixed σ: the MSE view of a VAE, where the
     reconstruction term is −‖x − x̂‖² / (2σ²) plus a constant."""
 
-    def __init__(self, scale: float):
-        self.scale = scale
-
-    def __call__(self, loc: torch.Tensor) -> dist.TorchDistribution:
-        return dist.Normal(loc, self.scale, validate_args=False).to_event(IMAGE_DIMS)
-
-    def mean(self, loc: torch.Tensor) -> torch.Tensor:
-        return loc
+    family = dist.Normal
 
 
-class LearnedGaussianLikelihood(nn.Module, _ContinuousLikelihood):
-    """p(x|z) = N(x; decoder(z), diag σ²) with one learned σ per pixel (a model parameter,
-    registered with the model through ``pyro.module``)."""
-
-    def __init__(self, image_shape: tuple[int, ...], initial_scale: float):
-        super().__init__()
-        self.log_scale = nn.Parameter(torch.full(tuple(image_shape), math.log(initial_scale)))
-
-    def __call__(self, loc: torch.Tensor) -> dist.TorchDistribution:
-        return dist.Normal(loc, self.log_scale.exp(), validate_args=False).to_event(IMAGE_DIMS)
-
-    def mean(self, loc: torch.Tensor) -> torch.Tensor:
-        return loc
-
-
-class LaplaceLikelihood(_ContinuousLikelihood):
+class LaplaceLikelihood(_FixedScaleLikelihood):
     """p(x|z) = Π_pixels Laplace(x; decoder(z), b) with a fixed scale b: an L1 reconstruction."""
 
-    def __init__(self, scale: float):
-        self.scale = scale
+    family = dist.Laplace
 
-    def __call__(self, loc: torch.Tensor) -> dist.TorchDistribution:
-        return dist.Laplace(loc, self.scale, validate_args=False).to_event(IMAGE_DIMS)
 
-    def mean(self, loc: torch.Tensor) -> torch.Tensor:
-        return loc
+class LearnedGaussianLikelihood(_FixedScaleLikelihood, nn.Module):
+    """p(x|z) = N(x; decoder(z), diag σ²) with one learned σ per pixel (a model parameter,
+    registered with the model through ``pyro.module``). The likelihood comes first among the
+    bases so that its ``__call__``, not nn.Module's, builds the distribution."""
+
+    def __init__(self, image_shape: tuple[int, ...], initial_scale: float):
+        nn.Module.__init__(self)
+        self.log_scale = nn.Parameter(torch.full(tuple(image_shape), math.log(initial_scale)))
+
+    @property
+    def scale(self) -> torch.Tensor:
+        return self.log_scale.exp()
 
 
 class DiscretizedLogisticLikelihood(_ContinuousLikelihood):

@@ -12,6 +12,16 @@ from torchvision.utils import save_image
 MIN_DISPLAY_SIZE = 28
 
 
+def _pyplot():
+    """matplotlib's pyplot on the file-only Agg backend (no display here), imported on use."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
 def _upscale(images: torch.Tensor) -> torch.Tensor:
     factor = max(1, MIN_DISPLAY_SIZE // images.shape[-1])
     return F.interpolate(images, scale_factor=factor, mode="nearest") if factor > 1 else images
@@ -36,10 +46,7 @@ def save_reconstructions(
 
 def save_curves(history: list[dict], path: Path) -> None:
     """ELBO per data point against epoch for the train, validation and test columns."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = _pyplot()
 
     fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
     for key, label in (
@@ -61,10 +68,7 @@ def save_curves(history: list[dict], path: Path) -> None:
 
 def save_khat_plot(khat, threshold: float, path: Path) -> None:
     """Pareto k̂ of every data point, sorted, with the reliability threshold marked."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = _pyplot()
     import numpy as np
 
     values = np.sort(np.asarray(khat, dtype=float))
@@ -88,10 +92,7 @@ def save_khat_plot(khat, threshold: float, path: Path) -> None:
 
 def save_latent_map(points, labels, path: Path, method: str) -> None:
     """A 2-D embedding of latent means, one colour per label."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = _pyplot()
     import numpy as np
 
     labels = np.asarray(labels.cpu() if hasattr(labels, "cpu") else labels)
