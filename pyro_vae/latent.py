@@ -40,6 +40,8 @@ class LatentStats:
     variances: torch.Tensor  # (N, D): Var_q[z | x] per image
     activity: torch.Tensor  # (D,): Cov_x(E_q[z_d | x])
     kl_per_dim: torch.Tensor  # (D,): average KL to the prior's marginal
+    prior_mean: torch.Tensor  # (D,): E_p[z]
+    prior_var: torch.Tensor  # (D,): Var_p[z]
 
     @property
     def active_units(self) -> int:
@@ -93,7 +95,7 @@ def latent_stats(
         + (variances + (means - prior_mean) ** 2) / prior_var
         - 1
     )
-    return LatentStats(means, variances, activity, kl.mean(0))
+    return LatentStats(means, variances, activity, kl.mean(0), prior_mean, prior_var)
 
 
 @torch.no_grad()
@@ -209,8 +211,7 @@ def write_latent_images(
         grid(caption, f"interpolation_{name}.png", rows, steps + 2)
 
     dims = stats.order[:max_dims]
-    prior_mean, prior_var = prior_moments(model)
-    codes = traversal_codes(prior_mean, dims, prior_var.sqrt(), steps=9)
+    codes = traversal_codes(stats.prior_mean, dims, stats.prior_var.sqrt(), steps=9)
     caption = (
         f"Traversals from the prior mean, ±3 prior standard deviations, one row per latent "
         f"dimension by decreasing average KL: {dims.tolist()}"
