@@ -12,7 +12,14 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from pyro_vae.config import BINARIZE_MODES, DEVICES, TrainConfig, validate
+from pyro_vae.config import (
+    BINARIZE_MODES,
+    COMPILE_MODES,
+    DEVICES,
+    PRECISIONS,
+    TrainConfig,
+    validate,
+)
 from pyro_vae.data import DATASET_NAMES
 from pyro_vae.errors import UserInputError
 from pyro_vae.nn import ACTIVATIONS
@@ -62,6 +69,10 @@ TRAIN_HELP = {
     "one exists, iwae the importance-weighted bound with K = --num-particles",
     "num_particles": "particles per data point (vectorized); K of the iwae bound",
     "lr": "Adam learning rate",
+    "compile": f"training loss ({_one_of(COMPILE_MODES)}); jit replays Pyro's JIT-traced "
+    "ELBO after checking it against the eager one, and falls back to eager, saying why",
+    "precision": f"network arithmetic ({_one_of(PRECISIONS)}); bf16 runs encoder and decoder "
+    "under autocast, log-probabilities stay fp32",
     "clip_norm": "clip the gradient's global norm to this value (default: no clipping)",
     "epochs": "passes over the training set (0 writes an untrained run)",
     "batch_size": "training minibatch size",

@@ -15,6 +15,8 @@ from pyro_vae.errors import UserInputError
 
 BINARIZE_MODES = ("dynamic", "static", "threshold", "none")
 DEVICES = ("auto", "cpu", "cuda")
+COMPILE_MODES = ("jit", "eager")  # pyro_vae.compiled
+PRECISIONS = ("fp32", "bf16")  # their dtypes: pyro_vae.nn.AUTOCAST_DTYPES
 # Fields a resumed run may change: none of them alters the numbers it computes.
 RESUMABLE_CHANGES = (
     "epochs",
@@ -60,6 +62,8 @@ class TrainConfig:
     num_particles: int = 1
     kl_warmup_epochs: int = 0  # β rises linearly to 1 over this many epochs (0: β = 1)
     lr: float = 1e-3
+    compile: str = "jit"  # Pyro's JIT-traced ELBO (checked against the eager one), or "eager"
+    precision: str = "fp32"  # "bf16": encoder/decoder matmuls under autocast, log-probs fp32
     clip_norm: float | None = None
     epochs: int = 100
     batch_size: int = 128
@@ -143,6 +147,11 @@ def validate(config: TrainConfig) -> None:
         raise UserInputError(
             f"unknown binarize mode {config.binarize!r}; valid modes: {', '.join(BINARIZE_MODES)}"
         )
+    for name, valid in (("compile", COMPILE_MODES), ("precision", PRECISIONS)):
+        if getattr(config, name) not in valid:
+            raise UserInputError(
+                f"unknown {name} {getattr(config, name)!r}; valid values: {', '.join(valid)}"
+            )
     if config.device not in DEVICES:
         raise UserInputError(
             f"unknown device {config.device!r}; valid devices: {', '.join(DEVICES)}"

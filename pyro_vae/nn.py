@@ -77,3 +77,28 @@ def flat_batch(x, event_dims: int):
     """Fold every leading batch dimension into one, for layers that take (N, ...) only."""
     batch = x.shape[:-event_dims]
     return x.reshape(-1, *x.shape[-event_dims:]), batch
+
+
+# The autocast dtype of each precision name of pyro_vae.config.PRECISIONS.
+AUTOCAST_DTYPES = {"fp32": None, "bf16": torch.bfloat16}
+
+
+def compute_in(module: nn.Module, precision: str) -> nn.Module:
+    """Run ``module``'s forward under autocast in ``precision``, its output cast to fp32.
+
+    For the encoder and decoder networks only: their matrix products run in bf16 while
+    every distribution is built from fp32 outputs, so log-probabilities stay fp32. The
+    forward is wrapped on the instance, so parameter names and checkpoints do not change.
+    """
+    dtype = AUTOCAST_DTYPES[precision]
+    if dtype is None:
+        return module
+    forward = module.forward
+
+    def forward_in_precision(x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+        with torch.autocast(x.device.type, dtype=dtype):
+            out = forward(x, *args, **kwargs)
+        return out.float()
+
+    module.forward = forward_in_precision
+    return module

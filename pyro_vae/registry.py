@@ -53,6 +53,7 @@ from models import (
 )
 from pyro_vae.config import TrainConfig
 from pyro_vae.errors import UserInputError
+from pyro_vae.nn import compute_in
 from pyro_vae.objectives import IWAE_ELBO
 
 
@@ -164,6 +165,11 @@ def check_names(config: TrainConfig) -> None:
         lookup("guide", config.top_guide)
 
 
+def _network(config: TrainConfig, kind: str, *shapes) -> nn.Module:
+    """The encoder or decoder that ``config`` names, computing in ``config.precision``."""
+    return compute_in(lookup(kind, getattr(config, kind))(config, *shapes), config.precision)
+
+
 def _guide(config: TrainConfig, name: str, encoder: nn.Module, latent_dim: int) -> nn.Module:
     return lookup("guide", name)(config, encoder, latent_dim)
 
@@ -176,11 +182,11 @@ def _prior(config: TrainConfig, latent_dim: int, guide: nn.Module, image_shape) 
 def build_single_layer(config: TrainConfig, image_shape: tuple[int, ...]):
     """p(z) p(x|z) with q(z|x): the VAE of Kingma & Welling (2014)."""
     likelihood = lookup("likelihood", config.likelihood)(config, image_shape)
-    encoder = lookup("encoder", config.encoder)(config, image_shape)
+    encoder = _network(config, "encoder", image_shape)
     guide = _guide(config, config.guide, encoder, config.latent_dim)
     prior = _prior(config, config.latent_dim, guide, image_shape)
     param_shape = likelihood.param_shape(image_shape)
-    decoder = lookup("decoder", config.decoder)(config, config.latent_dim, param_shape)
+    decoder = _network(config, "decoder", config.latent_dim, param_shape)
     return VAEModel(prior, decoder, likelihood, image_shape), guide
 
 
@@ -188,14 +194,16 @@ def build_two_layer(config: TrainConfig, image_shape: tuple[int, ...]):
     """p(z2) p(z1|z2) p(x|z1) with q(z1|x) q(z2|z1): ``latent_dim`` is z1's size,
     ``top_latent_dim`` z2's; ``top_guide`` (default: ``guide``) is the top layer's family."""
     likelihood = lookup("likelihood", config.likelihood)(config, image_shape)
-    encoder = lookup("encoder", config.encoder)(config, image_shape)
+    encoder = _network(config, "encoder", image_shape)
     bottom = _guide(config, config.guide, encoder, config.latent_dim)
-    top_encoder = MLPEncoder((config.latent_dim,), config.hidden_dims, config.activation)
+    top_encoder = compute_in(
+        MLPEncoder((config.latent_dim,), config.hidden_dims, config.activation), config.precision
+    )
     top = _guide(config, config.top_guide or config.guide, top_encoder, config.top_latent_dim)
     guide = HierarchicalGuide(bottom, top)
     prior = _prior(config, config.top_latent_dim, guide, image_shape)
     param_shape = likelihood.param_shape(image_shape)
-    decoder = lookup("decoder", config.decoder)(config, config.latent_dim, param_shape)
+    decoder = _network(config, "decoder", config.latent_dim, param_shape)
     model = HierarchicalVAEModel(
         prior,
         decoder,

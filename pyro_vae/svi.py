@@ -21,7 +21,7 @@ import signal
 import threading
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -40,6 +40,7 @@ from pyro_vae.checkpoint import (
     save_checkpoint,
     write_text_atomically,
 )
+from pyro_vae.compiled import training_loss
 from pyro_vae.config import RESUMABLE_CHANGES, TrainConfig, differing_fields
 from pyro_vae.data import ImageData
 from pyro_vae.errors import UserInputError
@@ -79,8 +80,36 @@ def prepare_run_dir(run_dir: Path) -> Path:
     return run_dir
 
 
+def adam(parameters: list[torch.Tensor], lr: float) -> torch.optim.Adam:
+    """One Adam over all parameters of model and guide: torch's fused kernel (the whole
+    update of a tensor in one pass), or the foreach form where the device has none."""
+    try:
+        return torch.optim.Adam(parameters, lr=lr, fused=True)
+    except RuntimeError:
+        return torch.optim.Adam(parameters, lr=lr, foreach=True)
+
+
+def all_finite(loss: torch.Tensor, grads: list[torch.Tensor]) -> bool:
+    """Whether the loss and every gradient element are finite (one wait for the device).
+
+    The gradients are scanned by the kernel AMP's gradient scaler uses (one fused pass,
+    multiplying by 1, which leaves them as they are), three times faster on the CPU than
+    the norm of every gradient.
+    """
+    found = torch.zeros(1, device=loss.device)
+    groups: dict[tuple, list[torch.Tensor]] = {}  # the kernel takes one device and dtype
+    for grad in grads:
+        groups.setdefault((grad.device, grad.dtype), []).append(grad)
+    for (device, _), group in groups.items():
+        found_here = torch.zeros(1, device=device)
+        one = torch.ones(1, device=device)
+        torch._amp_foreach_non_finite_check_and_unscale_(group, found_here, one)
+        found += found_here.to(loss.device)
+    return bool(torch.isfinite(loss) & (found == 0))
+
+
 def svi_step(
-    loss_fn: torch.nn.Module,
+    loss_fn: Callable[[torch.Tensor], torch.Tensor],
     optimizer: torch.optim.Optimizer,
     x: torch.Tensor,
     clip_norm: float | None = None,
@@ -88,26 +117,27 @@ def svi_step(
 ) -> tuple[torch.Tensor, bool]:
     """One SVI step on batch ``x``; returns (loss, whether the step was taken).
 
-    With ``check_finite`` a non-finite loss or gradient norm skips the parameter update and
+    With ``check_finite`` a non-finite loss or gradient skips the parameter update and
     returns False (this waits for the device once per step); the caller decides what follows.
     """
     params = [p for group in optimizer.param_groups for p in group["params"]]
     loss = loss_fn(x)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
-    if clip_norm is not None or check_finite:
-        grads = [p.grad for p in params if p.grad is not None]
+    grads = [p.grad for p in params if p.grad is not None]
+    if clip_norm is not None:
         norm = torch.nn.utils.get_total_norm(grads, foreach=True)
         if check_finite and not bool(torch.isfinite(loss) & torch.isfinite(norm)):
             return loss, False
-        if clip_norm is not None:
-            torch.nn.utils.clip_grads_with_norm_(params, clip_norm, norm, foreach=True)
+        torch.nn.utils.clip_grads_with_norm_(params, clip_norm, norm, foreach=True)
+    elif check_finite and not all_finite(loss, grads):
+        return loss, False
     optimizer.step()
     return loss, True
 
 
 def svi_epoch(
-    loss_fn: torch.nn.Module,
+    loss_fn: Callable[[torch.Tensor], torch.Tensor],
     optimizer: torch.optim.Optimizer,
     data: ImageData,
     generator: torch.Generator,
@@ -272,18 +302,26 @@ def train(
     # KL warm-up scales the latent sites of model and guide by β (set at each epoch's start).
     warmup = LatentScale(1.0)
     if config.kl_warmup_epochs:
-        loss_fn = objective(warmup(model), warmup(guide))
+        program = (warmup(model), warmup(guide))
+        constants = lambda: (warmup.beta,)  # noqa: E731 - β is frozen into a JIT trace
     else:
-        loss_fn = objective(model, guide)  # Pyro's ELBOModule: forward(x) is the loss
+        program, constants = (model, guide), tuple
     probe = next(data.eval_batches("valid", 8))
     # Check the pair once with Pyro's validation on (site shapes, model/guide match), then run
     # the hot loop without it; support was checked once on the whole data set.
     with pyro.validation_enabled(True), torch.no_grad(), fixed_seed(0, device):  # no RNG moves
-        loss_fn(probe)
+        objective(*program)(probe)
         if config.elbo == "meanfield":
             warn_sampled_kl(model, guide, probe)
-    parameters = list(nn.ModuleList([model, guide]).parameters())  # shared ones once
-    optimizer = torch.optim.Adam(parameters, lr=config.lr, foreach=True)
+    named = list(nn.ModuleDict({"model": model, "guide": guide}).named_parameters())
+    # A training-sized batch, binarized by a generator of its own: the run's RNG stays put.
+    first = torch.arange(min(config.batch_size, n_train), device=device)
+    check_batch = data.train_batch(first, torch.Generator(device=device).manual_seed(0))
+    with pyro.validation_enabled(False):
+        loss_fn, compile_mode = training_loss(
+            objective, *program, check_batch, named, config.compile, constants
+        )
+    optimizer = adam([p for _, p in named], config.lr)  # shared parameters once
     history: list[dict] = []
     position = Position()
     if resume and state is not None:
@@ -317,6 +355,7 @@ def train(
         # train_elbo is minus the training objective (β-weighted during warm-up; the IWAE
         # bound under --elbo iwae); the validation and test columns are always Trace_ELBO.
         row = {"epoch": epoch, "train_elbo": train_elbo, "seconds": seconds}
+        row["compile"] = compile_mode
         row["kl_weight"] = warmup_beta(epoch, config.kl_warmup_epochs) if epoch else None
         for split in ("valid", "test"):
             row[f"{split}_elbo"] = elbo_per_datapoint(

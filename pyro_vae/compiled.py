@@ -1,0 +1,203 @@
+"""The training loss as a module: Pyro's ELBO run eagerly, or Pyro's JIT-traced form of it.
+
+Eagerly, Pyro's ELBO rebuilds the guide trace and the replayed model trace in Python on
+every step: messages through the handler stack, one ``pyro.param`` per network parameter,
+site bookkeeping, and in ``Trace_ELBO.differentiable_loss`` one ``.item()`` (a host-device
+synchronization) per sample site. For the MLP VAE that is about as much time as the
+networks themselves take on a small batch. Pyro's ``JitTrace_ELBO`` and
+``JitTraceMeanField_ELBO`` record the tensor operations of one eager run with
+``torch.jit.trace`` and replay them without the Python, so the estimator is the eager
+ELBO's, term for term; :func:`training_loss` checks that on a real batch before it trusts
+the trace, and falls back to the eager module, saying why, where it does not hold.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Hashable
+
+import pyro.infer
+import torch
+from torch import nn
+
+from pyro_vae.config import COMPILE_MODES
+from pyro_vae.evaluation import fixed_seed
+
+# Each eager ELBO of the registry and Pyro's traced form of the same estimator.
+JIT_FORMS: dict[type, type] = {
+    pyro.infer.Trace_ELBO: pyro.infer.JitTrace_ELBO,
+    pyro.infer.TraceMeanField_ELBO: pyro.infer.JitTraceMeanField_ELBO,
+}
+
+
+class JitTracedLoss(nn.Module):
+    """Pyro's JIT form of ``elbo`` for one model/guide pair: ``forward(x)`` is the loss.
+
+    Assumptions (Pyro's, see ``pyro.infer.JitTrace_ELBO``): the model and guide have a static
+    structure (the same sites every call, no Python branching on tensor values), and their
+    parameters are the ones in Pyro's param store under their ``pyro.module`` names, so
+    ``pyro.clear_param_store()`` before a second model is built in the same process.
+
+    Python numbers read while tracing are frozen into the trace: the batch size (the data
+    plate's size) and anything ``constants()`` returns, such as a KL warm-up β. Traces are
+    therefore kept per batch shape and per ``constants()``; ``pyro.ops.jit`` itself keys
+    them by the number of arguments only, and would replay a trace made for 256 images on
+    the last batch of 96.
+
+    A replay that raises (a trace that held for the shapes it saw but not for a later batch,
+    say, a spline flow's boolean masks) is not fatal: the loss warns once, naming the error,
+    and is Pyro's eager ``elbo(model, guide)`` from then on.
+
+    The traces run with the TorchScript optimizer off: each call then executes and
+    differentiates exactly the recorded operations, so the results do not change once the
+    profiling executor has seen a few calls, and a resumed run repeats an uninterrupted
+    one bit for bit. (On the CPU it was also the faster setting.)
+    """
+
+    def __init__(
+        self,
+        elbo: pyro.infer.ELBO,
+        model: Callable,
+        guide: Callable,
+        constants: Callable[[], tuple[Hashable, ...]] = tuple,
+    ):
+        super().__init__()
+        self.model = model
+        self.guide = guide
+        self.jit_class = JIT_FORMS[type(elbo)]
+        self.options = {
+            "num_particles": elbo.num_particles,
+            "max_plate_nesting": elbo.max_plate_nesting,
+            "vectorize_particles": elbo.vectorize_particles,
+        }
+        self.constants = constants
+        self.traced: dict[tuple, pyro.infer.ELBO] = {}
+        self.eager: Callable[[torch.Tensor], torch.Tensor] | None = None  # after a failure
+        self.elbo_name = type(elbo).__name__
+        self.make_eager = lambda: elbo(model, guide)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.eager is not None:
+            return self.eager(x)
+        key = (tuple(x.shape), x.dtype, str(x.device), *self.constants())
+        with torch.jit.optimized_execution(False):
+            elbo = self.traced.get(key)
+            if elbo is not None:
+                try:
+                    return self._loss(elbo, x)
+                except RuntimeError as error:
+                    warnings.warn(
+                        f"--compile jit: a traced loss failed on a batch of shape "
+                        f"{tuple(x.shape)} ({_first_line(error)}); training with Pyro's eager "
+                        f"{self.elbo_name} from here on",
+                        stacklevel=2,
+                    )
+                    self.eager = self.make_eager()
+                    return self.eager(x)
+            elbo = self.jit_class(ignore_jit_warnings=True, **self.options)
+            # Tracing runs the program twice; its random draws are put back, so that a
+            # step draws the same numbers whether or not it made a trace (a resumed run
+            # makes its traces at other steps than the run it continues).
+            cuda = [x.device] if x.device.type == "cuda" else []
+            with warnings.catch_warnings(), torch.random.fork_rng(devices=cuda):
+                # Pyro's JIT ELBOs are built on torch.jit.trace, which torch 2.9+ marks
+                # deprecated; the fallback to the eager loss covers a torch that drops it.
+                warnings.filterwarnings("ignore", r".*torch\.jit\.trace.* is deprecated")
+                self._loss(elbo, x)
+            if hasattr(elbo, "_differentiable_loss"):
+                # Pyro 1.9's JitTraceMeanField_ELBO looks for its compiled function under
+                # another attribute than the one it stores it in, and so traces afresh on
+                # every call (15 ms a step); point the name it checks at the compiled one.
+                elbo._loss_and_surrogate_loss = elbo._differentiable_loss
+            self.traced[key] = elbo
+            return self._loss(elbo, x)
+
+    def _loss(self, elbo: pyro.infer.ELBO, x: torch.Tensor) -> torch.Tensor:
+        if isinstance(elbo, pyro.infer.JitTrace_ELBO):
+            # Pyro 1.9's JitTrace_ELBO.differentiable_loss adds the surrogate's gradient to
+            # that of the loss, which it leaves attached: every gradient comes out doubled
+            # (its loss_and_grads, which SVI uses, is right). Trace_ELBO's own formula:
+            # the loss's value, the surrogate's gradient.
+            loss, surrogate = elbo.loss_and_surrogate_loss(self.model, self.guide, x)
+            return loss.detach() + (surrogate - surrogate.detach())
+        return elbo.differentiable_loss(self.model, self.guide, x)
+
+
+def _first_line(error: Exception) -> str:
+    line = (str(error).strip().splitlines() or [""])[0]
+    return f"{type(error).__name__}: {line[:200]}"
+
+
+def _loss_and_gradients(
+    loss_fn: Callable[[torch.Tensor], torch.Tensor], params: list[torch.Tensor], x: torch.Tensor
+) -> tuple[torch.Tensor, tuple[torch.Tensor | None, ...]]:
+    with fixed_seed(1, x.device):  # the same draws for both forms; the run's RNG is untouched
+        loss = loss_fn(x)
+        grads = torch.autograd.grad(loss, params, allow_unused=True)
+    return loss.detach(), grads
+
+
+def _mismatch(eager: tuple, traced: tuple, names: list[str]) -> str | None:
+    """Where the traced loss or gradient differs from the eager one beyond fp32 rounding."""
+    (eager_loss, eager_grads), (traced_loss, traced_grads) = eager, traced
+    if not torch.allclose(traced_loss, eager_loss, rtol=1e-4, atol=1e-3):
+        return f"loss {traced_loss.item():.6g} traced vs {eager_loss.item():.6g} eager"
+    for name, a, b in zip(names, eager_grads, traced_grads):
+        if (a is None) != (b is None) or (
+            a is not None and not torch.allclose(b, a, rtol=1e-3, atol=1e-4)
+        ):
+            return f"the gradient of {name}"
+    return None
+
+
+def training_loss(
+    elbo: pyro.infer.ELBO,
+    model: Callable,
+    guide: Callable,
+    batch: torch.Tensor,
+    parameters: list[tuple[str, torch.Tensor]],
+    mode: str = "jit",
+    constants: Callable[[], tuple[Hashable, ...]] = tuple,
+) -> tuple[nn.Module, str]:
+    """The loss module to train with, and the mode it runs in: ``"jit"`` or ``"eager"``.
+
+    ``mode="jit"`` traces the loss on ``batch`` (a training-sized batch) and keeps the trace
+    only if its loss and the gradient of every one of the named ``parameters`` match the
+    eager ELBO's for the same random draws. (``model`` and ``guide`` may be wrapped in
+    handlers, a KL warm-up's scale say, so the parameters are passed rather than found.)
+    It falls back to Pyro's eager ``elbo(model, guide)``, with one warning saying which
+    condition failed, when the ELBO has no JIT form (the IWAE bound, say), when tracing
+    raises, or when the two disagree (Python control flow on tensor values, say).
+    """
+    eager = elbo(model, guide)
+    if mode == "eager":
+        return eager, "eager"
+    if mode != "jit":
+        raise ValueError(f"unknown compile mode {mode!r}; valid modes: {', '.join(COMPILE_MODES)}")
+    if type(elbo) not in JIT_FORMS:
+        reason = f"Pyro has no JIT form of {type(elbo).__name__}"
+    else:
+        traced = JitTracedLoss(elbo, model, guide, constants)
+        named = [(n, p) for n, p in parameters if p.requires_grad]
+        params = [p for _, p in named]
+        try:
+            # The trace is made on other random draws than those it is checked on, so a trace
+            # that holds only for the values it saw (boolean masks, branches) shows up here.
+            with fixed_seed(0, batch.device):
+                traced(batch)
+            mismatch = _mismatch(
+                _loss_and_gradients(eager, params, batch),
+                _loss_and_gradients(traced, params, batch),
+                [n for n, _ in named],
+            )
+        except Exception as error:  # noqa: BLE001 - any tracing failure means: run eagerly
+            reason = f"tracing failed ({_first_line(error)})"
+        else:
+            if mismatch is None:
+                return traced, "jit"
+            reason = f"the traced loss differs from the eager one ({mismatch})"
+    warnings.warn(
+        f"--compile jit: {reason}; training with Pyro's eager {type(elbo).__name__} instead",
+        stacklevel=2,
+    )
+    return eager, "eager"
