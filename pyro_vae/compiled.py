@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable, Hashable
+from dataclasses import dataclass
 
 import pyro.infer
 import torch
@@ -30,13 +31,37 @@ JIT_FORMS: dict[type, type] = {
 }
 
 
+@dataclass
+class _Trace:
+    """One trace of the loss: a TorchScript function of (parameters..., x)."""
+
+    graph: Callable[..., torch.Tensor | tuple[torch.Tensor, torch.Tensor]]
+    parameters: list[torch.Tensor]  # the inputs it takes before x, in its order
+    with_surrogate: bool  # returns (loss, surrogate loss), not the loss alone
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.graph(*self.parameters, x)
+        if not self.with_surrogate:
+            return out
+        # Trace_ELBO's formula: the loss's value, the surrogate's gradient. (Pyro 1.9's
+        # JitTrace_ELBO.differentiable_loss adds the two gradients instead, leaving the
+        # loss attached: its gradients come out doubled. Its loss_and_grads, which SVI
+        # uses, is right.)
+        loss, surrogate = out
+        return loss.detach() + (surrogate - surrogate.detach())
+
+
 class JitTracedLoss(nn.Module):
     """Pyro's JIT form of ``elbo`` for one model/guide pair: ``forward(x)`` is the loss.
 
     Assumptions (Pyro's, see ``pyro.infer.JitTrace_ELBO``): the model and guide have a static
-    structure (the same sites every call, no Python branching on tensor values), and their
-    parameters are the ones in Pyro's param store under their ``pyro.module`` names, so
-    ``pyro.clear_param_store()`` before a second model is built in the same process.
+    structure (the same sites every call, no Python branching on tensor values), and while
+    a trace is made, Pyro's param store holds their parameters under their ``pyro.module``
+    names (``pyro.clear_param_store()`` before a second model is built in the process).
+
+    Pyro's JIT ELBOs make the trace; the replays call it directly with the parameter
+    tensors it was made with, which skips Pyro's per-call parameter lookups and makes the
+    replays independent of whatever the param store holds later.
 
     Python numbers read while tracing are frozen into the trace: the batch size (the data
     plate's size) and anything ``constants()`` returns, such as a KL warm-up β. Traces are
@@ -71,7 +96,7 @@ class JitTracedLoss(nn.Module):
             "vectorize_particles": elbo.vectorize_particles,
         }
         self.constants = constants
-        self.traced: dict[tuple, pyro.infer.ELBO] = {}
+        self.traced: dict[tuple, _Trace] = {}
         self.eager: Callable[[torch.Tensor], torch.Tensor] | None = None  # after a failure
         self.elbo_name = type(elbo).__name__
         self.make_eager = lambda: elbo(model, guide)
@@ -81,46 +106,43 @@ class JitTracedLoss(nn.Module):
             return self.eager(x)
         key = (tuple(x.shape), x.dtype, str(x.device), *self.constants())
         with torch.jit.optimized_execution(False):
-            elbo = self.traced.get(key)
-            if elbo is not None:
-                try:
-                    return self._loss(elbo, x)
-                except RuntimeError as error:
-                    warnings.warn(
-                        f"--compile jit: a traced loss failed on a batch of shape "
-                        f"{tuple(x.shape)} ({_first_line(error)}); training with Pyro's eager "
-                        f"{self.elbo_name} from here on",
-                        stacklevel=2,
-                    )
-                    self.eager = self.make_eager()
-                    return self.eager(x)
-            elbo = self.jit_class(ignore_jit_warnings=True, **self.options)
-            # Tracing runs the program twice; its random draws are put back, so that a
-            # step draws the same numbers whether or not it made a trace (a resumed run
-            # makes its traces at other steps than the run it continues).
-            cuda = [x.device] if x.device.type == "cuda" else []
-            with warnings.catch_warnings(), torch.random.fork_rng(devices=cuda):
-                # Pyro's JIT ELBOs are built on torch.jit.trace, which torch 2.9+ marks
-                # deprecated; the fallback to the eager loss covers a torch that drops it.
-                warnings.filterwarnings("ignore", r".*torch\.jit\.trace.* is deprecated")
-                self._loss(elbo, x)
-            if hasattr(elbo, "_differentiable_loss"):
-                # Pyro 1.9's JitTraceMeanField_ELBO looks for its compiled function under
-                # another attribute than the one it stores it in, and so traces afresh on
-                # every call (15 ms a step); point the name it checks at the compiled one.
-                elbo._loss_and_surrogate_loss = elbo._differentiable_loss
-            self.traced[key] = elbo
-            return self._loss(elbo, x)
+            trace = self.traced.get(key)
+            if trace is None:
+                trace = self.traced[key] = self._trace(x)
+                return trace(x)
+            try:
+                return trace(x)
+            except RuntimeError as error:
+                warnings.warn(
+                    f"--compile jit: a traced loss failed on a batch of shape "
+                    f"{tuple(x.shape)} ({_first_line(error)}); training with Pyro's eager "
+                    f"{self.elbo_name} from here on",
+                    stacklevel=2,
+                )
+                self.eager = self.make_eager()
+                return self.eager(x)
 
-    def _loss(self, elbo: pyro.infer.ELBO, x: torch.Tensor) -> torch.Tensor:
-        if isinstance(elbo, pyro.infer.JitTrace_ELBO):
-            # Pyro 1.9's JitTrace_ELBO.differentiable_loss adds the surrogate's gradient to
-            # that of the loss, which it leaves attached: every gradient comes out doubled
-            # (its loss_and_grads, which SVI uses, is right). Trace_ELBO's own formula:
-            # the loss's value, the surrogate's gradient.
-            loss, surrogate = elbo.loss_and_surrogate_loss(self.model, self.guide, x)
-            return loss.detach() + (surrogate - surrogate.detach())
-        return elbo.differentiable_loss(self.model, self.guide, x)
+    def _trace(self, x: torch.Tensor) -> _Trace:
+        elbo = self.jit_class(ignore_jit_warnings=True, **self.options)
+        with_surrogate = isinstance(elbo, pyro.infer.JitTrace_ELBO)
+        # Tracing runs the program twice; its random draws are put back, so that a step
+        # draws the same numbers whether or not it made a trace (a resumed run makes its
+        # traces at other steps than the run it continues).
+        cuda = [x.device] if x.device.type == "cuda" else []
+        with warnings.catch_warnings(), torch.random.fork_rng(devices=cuda):
+            # Pyro's JIT ELBOs are built on torch.jit.trace, which torch 2.9+ marks
+            # deprecated; the fallback to the eager loss covers a torch that drops it.
+            warnings.filterwarnings("ignore", r".*torch\.jit\.trace.* is deprecated")
+            if with_surrogate:
+                elbo.loss_and_surrogate_loss(self.model, self.guide, x)
+                compiled = elbo._loss_and_surrogate_loss
+            else:
+                elbo.differentiable_loss(self.model, self.guide, x)
+                compiled = elbo._differentiable_loss
+        (graph,) = compiled.compiled.values()
+        store = pyro.get_param_store()
+        parameters = [store[name].unconstrained() for name in compiled._param_names]
+        return _Trace(graph, parameters, with_surrogate)
 
 
 def _first_line(error: Exception) -> str:

@@ -1,17 +1,21 @@
-"""SVI epoch time on MNIST: pyro-vae's training loop beside three other loops, in one process.
+"""SVI epoch time on MNIST: pyro-vae's training loop beside other loops, in one process.
 
 The network is that of Pyro's ``examples/vae/vae.py``: 784-400-50 MLP encoder and decoder,
 softplus, batch 256, Adam(lr=1e-3), Trace_ELBO, dynamically binarized MNIST. Each loop gets
-its own freshly initialized copy of the same network, and the loops take turns epoch by
-epoch so that machine drift hits them alike.
+its own freshly initialized copy of the same network (and its own Pyro param store), and
+the loops take turns epoch by epoch so that machine drift hits them alike.
 
-    pyro-vae        pyro_vae.svi.svi_epoch, the steps of ``pyro-vae train``: Pyro's
-                    Trace_ELBO module, one foreach Adam, data resident on the device, and
-                    the per-step check for a non-finite loss or gradient
-    hand-written    the same estimator written by hand in PyTorch (reparameterized z,
-                    log p(x|z) + log p(z) - log q(z|x)), same data path and optimizer
-    pyro-svi        plain pyro.infer.SVI + pyro.optim.Adam, data resident on the device
-    pyro-example    shaped like Pyro's example: DataLoader over the images, svi.step(x)
+    pyro-vae          pyro_vae.svi.svi_epoch with the loss and optimizer ``pyro-vae train``
+                      uses: Pyro's JIT-traced Trace_ELBO (pyro_vae.compiled), one fused
+                      Adam, data resident on the device, the per-step check for a
+                      non-finite loss or gradient
+    pyro-vae-eager    the same with Pyro's eager Trace_ELBO module (--compile eager)
+    pyro-vae-bf16     pyro-vae with --precision bf16 (not run unless named in --loops)
+    hand-written      the same estimator written by hand in PyTorch (reparameterized z,
+                      log p(x|z) + log p(z) - log q(z|x)), same data path, same fused Adam
+    hand-written-foreach  the same with torch's foreach Adam, the loop of earlier tables
+    pyro-svi          plain pyro.infer.SVI + pyro.optim.Adam, data resident on the device
+    pyro-example      shaped like Pyro's example: DataLoader over the images, svi.step(x)
 
     python scripts/bench_svi.py --data-dir ../shared/data --epochs 3
 """
@@ -33,11 +37,12 @@ import pyro.optim
 import torch
 from torch.nn import functional as F
 
+from pyro_vae.compiled import training_loss
 from pyro_vae.config import TrainConfig
 from pyro_vae.data import load_data
 from pyro_vae.registry import build_vae, make_elbo
 from pyro_vae.run import resolve_device
-from pyro_vae.svi import svi_epoch
+from pyro_vae.svi import adam, svi_epoch
 
 DEFAULT_DATA_DIR = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -45,6 +50,16 @@ DEFAULT_DATA_DIR = Path(__file__).resolve().parents[2] / "shared" / "data"
 def network(config: TrainConfig, image_shape, device):
     model, guide = build_vae(config, image_shape)
     return model.to(device), guide.to(device)
+
+
+LOOPS = [
+    "pyro-vae",
+    "pyro-vae-eager",
+    "hand-written",
+    "hand-written-foreach",
+    "pyro-svi",
+    "pyro-example",
+]
 
 
 def handwritten_loss(model, guide, x: torch.Tensor) -> torch.Tensor:
@@ -70,9 +85,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=3, help="timed epochs per loop")
     parser.add_argument("--warmup", type=int, default=1, help="untimed epochs per loop first")
     parser.add_argument("--device", default="auto")
-    parser.add_argument(
-        "--loops", nargs="+", default=["pyro-vae", "hand-written", "pyro-svi", "pyro-example"]
-    )
+    parser.add_argument("--loops", nargs="+", default=LOOPS, help="also: pyro-vae-bf16")
     args = parser.parse_args()
 
     device = resolve_device(args.device)
@@ -99,16 +112,38 @@ def main() -> None:
     generator = torch.Generator(device=device).manual_seed(0)
     store = pyro.get_param_store()
 
-    def make_pyro_vae():
-        model, guide = network(config, data.image_shape, device)
-        loss_fn = make_elbo(config)(model, guide)
-        optimizer = torch.optim.Adam(loss_fn.parameters(), lr=config.lr, foreach=True)
-        return lambda: svi_epoch(loss_fn, optimizer, data, generator, 256)
+    def own_param_store(epoch):
+        # Each Pyro loop keeps its own parameter store (begun empty by its maker), swapped
+        # in around its epochs, because all of them register modules under the same names.
+        state = {"store": store.get_state()}
 
-    def make_handwritten():
+        def run():
+            store.clear()
+            store.set_state(state["store"])
+            total = epoch()
+            state["store"] = store.get_state()
+            return total
+
+        return run
+
+    def make_pyro_vae(compile_mode: str, precision: str = "fp32"):
+        store.clear()
+        loop_config = dataclasses.replace(config, compile=compile_mode, precision=precision)
+        model, guide = network(loop_config, data.image_shape, device)
+        named = list(torch.nn.ModuleDict({"model": model, "guide": guide}).named_parameters())
+        x = data.train_batch(torch.arange(256, device=device), torch.Generator(device=device))
+        loss_fn, mode = training_loss(make_elbo(config), model, guide, x, named, compile_mode)
+        assert mode == compile_mode, f"the {compile_mode} path fell back to {mode}"
+        optimizer = adam([p for _, p in named], config.lr)
+        return own_param_store(lambda: svi_epoch(loss_fn, optimizer, data, generator, 256))
+
+    def make_handwritten(fused: bool):
         model, guide = network(config, data.image_shape, device)
         params = list(model.parameters()) + list(guide.parameters())
-        optimizer = torch.optim.Adam(params, lr=config.lr, foreach=True)
+        if fused:
+            optimizer = adam(params, config.lr)
+        else:
+            optimizer = torch.optim.Adam(params, lr=config.lr, foreach=True)
 
         def epoch():
             total = torch.zeros((), device=device)
@@ -123,8 +158,6 @@ def main() -> None:
         return epoch
 
     def make_svi(dataloader: bool):
-        # Each SVI loop keeps its own parameter store, swapped in around its epochs, because
-        # both register modules under the same names.
         store.clear()
         model, guide = network(config, data.image_shape, device)
         svi = pyro.infer.SVI(
@@ -133,12 +166,8 @@ def main() -> None:
         if dataloader:  # Pyro's example: a CPU DataLoader, batches copied to the device
             images = torch.utils.data.TensorDataset(data.train.cpu().float() / 255)
             loader = torch.utils.data.DataLoader(images, batch_size=256, shuffle=True)
-        state = {"store": None}
 
         def epoch():
-            store.clear()
-            if state["store"] is not None:
-                store.set_state(state["store"])
             total = 0.0
             if dataloader:
                 for (x,) in loader:
@@ -146,14 +175,16 @@ def main() -> None:
             else:
                 for index in torch.randperm(n_train, generator=generator, device=device).split(256):
                     total += svi.step(data.train_batch(index, generator))
-            state["store"] = store.get_state()
             return total
 
-        return epoch
+        return own_param_store(epoch)
 
     makers = {
-        "pyro-vae": make_pyro_vae,
-        "hand-written": make_handwritten,
+        "pyro-vae": lambda: make_pyro_vae("jit"),
+        "pyro-vae-eager": lambda: make_pyro_vae("eager"),
+        "pyro-vae-bf16": lambda: make_pyro_vae("jit", "bf16"),
+        "hand-written": lambda: make_handwritten(fused=True),
+        "hand-written-foreach": lambda: make_handwritten(fused=False),
         "pyro-svi": lambda: make_svi(dataloader=False),
         "pyro-example": lambda: make_svi(dataloader=True),
     }
@@ -163,31 +194,37 @@ def main() -> None:
     epochs = {name: makers[name]() for name in args.loops}
     times = {name: [] for name in args.loops}
     losses = {name: [] for name in args.loops}
+    peak = {name: 0 for name in args.loops}  # bytes of device memory, on a GPU
     # Pyro's example disables distribution validation; every loop here runs without it.
     with pyro.validation_enabled(False):
         for round_ in range(args.warmup + args.epochs):
             for name, epoch in epochs.items():
                 if device.type == "cuda":
                     torch.cuda.synchronize()
+                    torch.cuda.reset_peak_memory_stats(device)
                 start = time.perf_counter()
                 total = float(epoch())  # float(): waits for the device
                 seconds = time.perf_counter() - start
                 losses[name].append(total / n_train)
                 if round_ >= args.warmup:
                     times[name].append(seconds)
+                if device.type == "cuda":
+                    peak[name] = max(peak[name], torch.cuda.max_memory_allocated(device))
 
     print()
     reference = statistics.median(times["hand-written"]) if "hand-written" in times else None
     print(
-        f"| loop | s/epoch (median of {args.epochs}) | min | vs hand-written "
-        "| final train loss (nats) |"
+        f"| loop | s/epoch (median of {args.epochs}) | min | images/s | vs hand-written "
+        "| peak GPU memory | final train loss (nats) |"
     )
-    print("| --- | --- | --- | --- | --- |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
     for name in args.loops:
         median = statistics.median(times[name])
         ratio = f"{median / reference:.2f}x" if reference else "-"
+        memory = f"{peak[name] / 2**20:.0f} MiB" if device.type == "cuda" else "-"
         print(
-            f"| {name} | {median:.3f} | {min(times[name]):.3f} | {ratio} | {losses[name][-1]:.2f} |"
+            f"| {name} | {median:.3f} | {min(times[name]):.3f} | {n_train / median:,.0f} "
+            f"| {ratio} | {memory} | {losses[name][-1]:.2f} |"
         )
 
 

@@ -1,5 +1,6 @@
 """Each prior is a normalized density whose samples match its moments."""
 
+import pyro.distributions as dist
 import pytest
 import torch
 from torch import nn
@@ -90,3 +91,17 @@ def test_flow_prior_scores_without_inverting():
     z = torch.randn(500, 6)
     log_p = prior((500,)).log_prob(z)
     assert log_p.shape == (500,) and torch.isfinite(log_p).all()
+
+
+def test_standard_normal_density_equals_the_general_normal_and_keeps_its_kl():
+    from models.priors import StandardNormal
+
+    loc, scale = torch.zeros(3), torch.ones(3)
+    ours, general = StandardNormal(loc, scale).expand((4, 3)), dist.Normal(loc, scale)
+    z = torch.randn(5, 4, 3) * 3
+    torch.testing.assert_close(ours.log_prob(z), general.log_prob(z))
+    assert ours.log_prob(torch.randn(3)).shape == (4, 3)  # broadcast to the batch shape
+    q = dist.Normal(torch.randn(4, 3), torch.rand(4, 3) + 0.1)
+    torch.testing.assert_close(
+        torch.distributions.kl_divergence(q, ours), torch.distributions.kl_divergence(q, general)
+    )

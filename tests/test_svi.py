@@ -155,3 +155,23 @@ def test_training_step_matches_pyro_svi_loss_and_gradients():
     assert ours.item() == pytest.approx(theirs, rel=1e-6)
     for ours_grad, p in zip(our_grads, params):
         torch.testing.assert_close(ours_grad, p.grad, rtol=1e-5, atol=1e-6)
+
+
+def test_all_finite_finds_a_single_bad_element_and_leaves_gradients_as_they_were():
+    from pyro_vae.svi import all_finite
+
+    grads = [torch.randn(5, 3), torch.randn(7)]
+    before = [g.clone() for g in grads]
+    assert all_finite(torch.tensor(2.0), grads)
+    assert all(torch.equal(a, b) for a, b in zip(grads, before))
+    assert not all_finite(torch.tensor(float("inf")), grads)
+    for bad in (float("nan"), float("inf"), -float("inf")):
+        grads[1][4] = bad
+        assert not all_finite(torch.tensor(2.0), grads)
+
+
+def test_the_optimizer_is_one_fused_adam_where_torch_has_one():
+    from pyro_vae.svi import adam
+
+    optimizer = adam([torch.nn.Parameter(torch.zeros(3))], 1e-3)
+    assert optimizer.defaults["fused"] is True
