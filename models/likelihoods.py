@@ -28,8 +28,10 @@ class BernoulliImage(dist.TorchDistribution):
         log p(x | logits) = Σ_pixels [x · logits − softplus(logits)]
 
     The same density as ``Bernoulli(logits=logits).to_event(3)``, computed as the negated sum
-    of ``binary_cross_entropy_with_logits``: the negation touches one number per image rather
-    than one per pixel, which is a measurable share of a K=5000 log-likelihood estimate.
+    of ``binary_cross_entropy_with_logits`` where logits and images match pixel for pixel,
+    and as the formula above, its first term a batched product, where one image is scored
+    under many particles' logits; the negation touches one number per image rather than
+    one per pixel.
     """
 
     arg_constraints = {"logits": constraints.real}
@@ -62,9 +64,14 @@ class BernoulliImage(dist.TorchDistribution):
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
         if self._validate_args:
             self._validate_sample(value)
-        logits, value = torch.broadcast_tensors(self.logits, value)
-        cross_entropy = F.binary_cross_entropy_with_logits(logits, value, reduction="none")
-        return -cross_entropy.flatten(-IMAGE_DIMS).sum(-1)
+        logits, x = self.logits.flatten(-IMAGE_DIMS), value.flatten(-IMAGE_DIMS)
+        if logits.shape == x.shape:
+            # One logit per observed pixel (training): the fused kernel and its backward.
+            return -F.binary_cross_entropy_with_logits(logits, x, reduction="none").sum(-1)
+        # Particles sharing an image (log-likelihood estimates): Σ x·logits as a batched
+        # product never broadcasts x to the particles, and only softplus makes a tensor of
+        # the logits' size; half the time of the cross-entropy at K = 5000.
+        return torch.einsum("...d,...d->...", logits, x) - F.softplus(logits).sum(-1)
 
 
 class DiscretizedLogistic(dist.TorchDistribution):

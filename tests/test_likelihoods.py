@@ -20,6 +20,15 @@ def test_bernoulli_image_matches_independent_bernoulli():
     p = torch.sigmoid(logits.double())
     by_hand = (x * p.log() + (1 - x) * (1 - p).log()).flatten(-3).sum(-1)
     torch.testing.assert_close(ours.log_prob(x).double(), by_hand, rtol=1e-5, atol=1e-4)
+    # Both forms: x broadcast to the particles (batched product) and x matching the logits
+    # pixel for pixel (cross-entropy kernel), with their gradients.
+    logits.requires_grad_(True)
+    shared = BernoulliImage(logits).log_prob(x)
+    matched = BernoulliImage(logits).log_prob(x.expand_as(logits))
+    torch.testing.assert_close(shared, matched)
+    (shared_grad,) = torch.autograd.grad(shared.sum(), logits)
+    (matched_grad,) = torch.autograd.grad(matched.sum(), logits)
+    torch.testing.assert_close(shared_grad, matched_grad)
 
 
 def test_bernoulli_image_sampling_and_expand():
