@@ -35,14 +35,17 @@ import torch
 from pyro import poutine
 from pyro.poutine.util import site_is_subsample
 from torch import nn
+from torch.utils import _pytree as pytree
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from pyro_vae.errors import UserInputError
 from pyro_vae.evaluation import EVAL_SEED, fixed_seed
 
 KHAT_THRESHOLD = 0.7
 BOUND_SIZES = (1, 5, 50, 500, 5000)
-# Elements of the largest per-chunk tensor (particles x images x pixels): 2**25 fp32 values
-# are 128 MiB, which keeps K=5000 on MNIST within a few GiB on the CPU.
+# Elements of the largest per-chunk tensor (particles x images x the values one draw adds to
+# the largest tensor, the pixels for an MLP, a feature map for a conv net): 2**25 fp32
+# values are 128 MiB, which keeps K=5000 on MNIST within a few GiB on the CPU.
 DEFAULT_MAX_ELEMENTS = 2**25
 EQUAL_LOG_WEIGHTS = 1e-5
 
@@ -80,6 +83,43 @@ def log_importance_weights(
             log_prob = site["fn"].log_prob(site["value"]).expand(shape)
             log_w = log_w + sign * site["scale"] * log_prob
     return log_w
+
+
+class _OutputSizes(TorchDispatchMode):
+    """Records how many values the largest tensor each operation returns holds."""
+
+    def __init__(self):
+        super().__init__()
+        self.sizes: list[int] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        tensors = [t for t in pytree.tree_leaves(out) if isinstance(t, torch.Tensor)]
+        self.sizes.append(max((t.numel() for t in tensors), default=0))
+        return out
+
+
+def values_per_draw(model: Callable, guide: Callable, image: torch.Tensor) -> int:
+    """How many values one more particle of one image adds to the largest tensor made while
+    scoring it: the unit the memory budget of :func:`importance_log_likelihood` counts.
+
+    The image (shape ``(1, C, H, W)``) is scored with one and with two particles and the
+    outputs of the same operations compared, so a tensor that does not grow with the
+    particles (a VampPrior's pass over its pseudo-inputs) is not counted. At least the
+    image's pixel count.
+    """
+    runs = []
+    for particles in (1, 2):
+        recorder = _OutputSizes()
+        with torch.no_grad(), pyro.validation_enabled(False), recorder:
+            log_importance_weights(model, guide, image, particles)
+        runs.append(recorder.sizes)
+    one, two = runs
+    if len(one) == len(two):
+        growth = max(b - a for a, b in zip(one, two))
+    else:  # not the same operations: count the whole of the largest tensor per draw
+        growth = max(two) // 2
+    return max(growth, image[0].numel())
 
 
 def log_mean_exp(log_w: torch.Tensor, dim: int) -> torch.Tensor:
@@ -170,7 +210,8 @@ def importance_log_likelihood(
     """Estimate log p(x) for every image in ``images`` (floats, ``(N, C, H, W)``).
 
     Images are taken in batches and particles in chunks so that no tensor holds more than
-    ``max_elements`` values (particles x images x pixels); all K log-weights of a data point
+    ``max_elements`` values (particles x images x :func:`values_per_draw`, which is the pixels
+    for an MLP and a feature map for a conv net); all K log-weights of a data point
     are kept, in fp32, for the bounds and k̂. ``progress(n)`` is called as images finish.
     """
     if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
@@ -179,10 +220,6 @@ def importance_log_likelihood(
         raise UserInputError(
             f"images must be a non-empty (N, C, H, W) tensor, got {tuple(images.shape)}"
         )
-    pixels = math.prod(images.shape[1:])
-    per_image = num_samples * pixels
-    batch = max(1, min(images.shape[0], max_elements // per_image))
-    chunk = max(1, min(num_samples, max_elements // (batch * pixels)))
     sizes = [k for k in bound_sizes if k <= num_samples]
     columns: dict[str, list[torch.Tensor]] = {"lpx": [], "elbo": [], "ess": [], "khat": []}
     bound_columns: dict[int, list[torch.Tensor]] = {k: [] for k in sizes}
@@ -190,6 +227,10 @@ def importance_log_likelihood(
     model.eval()
     guide.eval()
     try:
+        with fixed_seed(seed, images.device):
+            per_draw = values_per_draw(model, guide, images[:1])
+        batch = max(1, min(images.shape[0], max_elements // (num_samples * per_draw)))
+        chunk = max(1, min(num_samples, max_elements // (batch * per_draw)))
         with fixed_seed(seed, images.device), pyro.validation_enabled(False):
             for start in range(0, images.shape[0], batch):
                 x = images[start : start + batch]

@@ -120,3 +120,19 @@ def test_on_a_trained_vae(trained_run):
     est = importance_log_likelihood(trained_run.model, trained_run.guide, x, num_samples=500)
     assert np.isfinite(est.log_likelihood).all()
     assert est.summary["log_likelihood"] >= est.summary["elbo"]
+
+
+def test_the_memory_budget_counts_a_conv_nets_feature_maps_not_just_pixels():
+    from pyro_vae.importance import values_per_draw
+    from pyro_vae.registry import build_vae
+    from tests.conftest import small_config
+
+    image = torch.bernoulli(torch.full((1, 1, 8, 8), 0.5))
+    mlp = build_vae(small_config(hidden_dims=[100]), (1, 8, 8))
+    assert values_per_draw(*mlp, image) == 100  # the widest layer, above the 64 pixels
+    conv = build_vae(small_config(encoder="conv", decoder="conv", conv_channels=[16]), (1, 8, 8))
+    assert values_per_draw(*conv, image) == 16 * 8 * 8  # the decoder's last feature map
+    # A VampPrior's encoder pass over its 50 pseudo-inputs (50 x 64 values) does not grow
+    # with the particles; each code scored against the 50 components (50 x 8) does.
+    vamp = build_vae(small_config(prior="vamp", prior_components=50), (1, 8, 8))
+    assert values_per_draw(*vamp, image) == 50 * 8
