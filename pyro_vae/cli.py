@@ -9,6 +9,7 @@ import argparse
 import dataclasses
 import json
 import sys
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -262,7 +263,12 @@ def _train(args: argparse.Namespace) -> None:
     final = run.history[-1]
     print(f"run folder: {run.run_dir}")
     if final["train_elbo"] is not None:
-        print(f"train ELBO: {final['train_elbo']:.3f} nats per image (last epoch)")
+        seconds = sum(row["seconds"] for row in run.history[1:])
+        print(
+            f"train ELBO: {final['train_elbo']:.3f} nats per image (last epoch); "
+            f"{seconds:.2f} s of training, loss {final.get('compile', 'eager')}, "
+            f"{run.config.precision}"
+        )
     print(f"validation ELBO: {final['valid_elbo']:.3f} nats per image")
     print(
         f"test ELBO: {final['test_elbo']:.3f} nats per image "
@@ -348,9 +354,16 @@ def _viz(args: argparse.Namespace) -> None:
     print(f"wrote images to {args.run_dir / 'viz'} and the report {report}")
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Warnings as one line each, ``pyro-vae: warning: ...``, without the source line."""
+    print(f"pyro-vae: warning: {one_line(str(message))}", file=sys.stderr)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     handlers = {"train": _train, "evaluate": _evaluate, "sample": _sample, "viz": _viz}
+    shown = warnings.showwarning
+    warnings.showwarning = _show_warning
     try:
         handlers[args.command](args)
     except UserInputError as error:
@@ -362,6 +375,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("pyro-vae: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    finally:
+        warnings.showwarning = shown
     return 0
 
 

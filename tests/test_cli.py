@@ -115,6 +115,11 @@ def test_help_documents_every_option(capsys):
         (["train", "--skip-nonfinite", "-2"], "skip_nonfinite must be an integer >= 0"),
         (["train", "--eval-batch-size", "0"], "eval_batch_size must be an integer >= 1"),
         (["train", "--seed", "-5"], "seed must be an integer >= 0"),
+        (
+            ["train", "--compile", "inductor"],
+            "unknown compile 'inductor'; valid values: jit, eager",
+        ),
+        (["train", "--precision", "fp16"], "unknown precision 'fp16'; valid values: fp32, bf16"),
         (["train", "--dataset", "/no/such/images.npz"], "no data file at /no/such/images.npz"),
         (["train", "--resume", "/no/such/run"], "cannot resume: run folder /no/such/run"),
         (["sample", "/no/such/run", "--num", "0"], "--num must be >= 1"),
@@ -135,6 +140,19 @@ def test_bad_input_is_one_line_and_exit_code_2(tmp_path, capsys, args, message):
     assert message in err
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
     assert not (tmp_path / "run" / "checkpoint.pt").exists()
+
+
+def test_a_fallback_from_jit_is_one_warning_line_and_the_summary_names_the_loss(tmp_path, capsys):
+    args = ["train", *SMALL, "--elbo", "iwae", "--num-particles", "2", "--out", tmp_path / "r"]
+    code, out, err = run_cli(args, capsys)
+    assert code == 0
+    assert err.strip().splitlines() == [
+        "pyro-vae: warning: --compile jit: Pyro has no JIT form of IWAE_ELBO; training with "
+        "Pyro's eager IWAE_ELBO instead"
+    ]
+    assert "loss eager, fp32" in out
+    code, out, err = run_cli(["train", *SMALL, "--out", tmp_path / "j"], capsys)
+    assert code == 0 and err == "" and "loss jit, fp32" in out
 
 
 def test_unwritable_output_folder(tmp_path, capsys):
