@@ -7,8 +7,10 @@ synchronization) per sample site. For the MLP VAE that is about as much time as 
 networks themselves take on a small batch. Pyro's ``JitTrace_ELBO`` and
 ``JitTraceMeanField_ELBO`` record the tensor operations of one eager run with
 ``torch.jit.trace`` and replay them without the Python, so the estimator is the eager
-ELBO's, term for term; :func:`training_loss` checks that on a real batch before it trusts
-the trace, and falls back to the eager module, saying why, where it does not hold.
+ELBO's, term for term (the project's IWAE bound, whose loss has no ``.item()``, is traced as
+it is with ``pyro.ops.jit.trace``); :func:`training_loss` checks that on a real batch
+before it trusts the trace, and falls back to the eager module, saying why, where it does
+not hold.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
+from functools import partial
 
 import pyro.infer
 import torch
@@ -23,11 +26,15 @@ from torch import nn
 
 from pyro_vae.config import COMPILE_MODES
 from pyro_vae.evaluation import fixed_seed
+from pyro_vae.objectives import IWAE_ELBO
 
-# Each eager ELBO of the registry and Pyro's traced form of the same estimator.
-JIT_FORMS: dict[type, type] = {
+# Each eager ELBO of the registry and Pyro's traced form of the same estimator; None: the
+# ELBO's own differentiable_loss is tensor arithmetic throughout (no .item()), so
+# pyro.ops.jit.trace records it as it is.
+JIT_FORMS: dict[type, type | None] = {
     pyro.infer.Trace_ELBO: pyro.infer.JitTrace_ELBO,
     pyro.infer.TraceMeanField_ELBO: pyro.infer.JitTraceMeanField_ELBO,
+    IWAE_ELBO: None,
 }
 
 
@@ -89,6 +96,7 @@ class JitTracedLoss(nn.Module):
         super().__init__()
         self.model = model
         self.guide = guide
+        self.elbo = elbo
         self.jit_class = JIT_FORMS[type(elbo)]
         self.options = {
             "num_particles": elbo.num_particles,
@@ -123,8 +131,19 @@ class JitTracedLoss(nn.Module):
                 return self.eager(x)
 
     def _trace(self, x: torch.Tensor) -> _Trace:
-        elbo = self.jit_class(ignore_jit_warnings=True, **self.options)
-        with_surrogate = isinstance(elbo, pyro.infer.JitTrace_ELBO)
+        with_surrogate = self.jit_class is pyro.infer.JitTrace_ELBO
+        if self.jit_class is None:
+            elbo, model, guide = self.elbo, self.model, self.guide
+            compiled = pyro.ops.jit.trace(
+                lambda x: elbo.differentiable_loss(model, guide, x), ignore_warnings=True
+            )
+            run = compiled
+        else:
+            jit_elbo = self.jit_class(ignore_jit_warnings=True, **self.options)
+            if with_surrogate:
+                run = partial(jit_elbo.loss_and_surrogate_loss, self.model, self.guide)
+            else:
+                run = partial(jit_elbo.differentiable_loss, self.model, self.guide)
         # Tracing runs the program twice; its random draws are put back, so that a step
         # draws the same numbers whether or not it made a trace (a resumed run makes its
         # traces at other steps than the run it continues).
@@ -133,12 +152,11 @@ class JitTracedLoss(nn.Module):
             # Pyro's JIT ELBOs are built on torch.jit.trace, which torch 2.9+ marks
             # deprecated; the fallback to the eager loss covers a torch that drops it.
             warnings.filterwarnings("ignore", r".*torch\.jit\.trace.* is deprecated")
-            if with_surrogate:
-                elbo.loss_and_surrogate_loss(self.model, self.guide, x)
-                compiled = elbo._loss_and_surrogate_loss
-            else:
-                elbo.differentiable_loss(self.model, self.guide, x)
-                compiled = elbo._differentiable_loss
+            run(x)
+        if self.jit_class is not None:
+            compiled = getattr(
+                jit_elbo, "_loss_and_surrogate_loss" if with_surrogate else "_differentiable_loss"
+            )
         (graph,) = compiled.compiled.values()
         store = pyro.get_param_store()
         parameters = [store[name].unconstrained() for name in compiled._param_names]
@@ -188,8 +206,8 @@ def training_loss(
     eager ELBO's for the same random draws. (``model`` and ``guide`` may be wrapped in
     handlers, a KL warm-up's scale say, so the parameters are passed rather than found.)
     It falls back to Pyro's eager ``elbo(model, guide)``, with one warning saying which
-    condition failed, when the ELBO has no JIT form (the IWAE bound, say), when tracing
-    raises, or when the two disagree (Python control flow on tensor values, say).
+    condition failed, when the ELBO has no JIT form (one added to the registry, say), when
+    tracing raises, or when the two disagree (Python control flow on tensor values, say).
     """
     eager = elbo(model, guide)
     if mode == "eager":
@@ -197,7 +215,7 @@ def training_loss(
     if mode != "jit":
         raise ValueError(f"unknown compile mode {mode!r}; valid modes: {', '.join(COMPILE_MODES)}")
     if type(elbo) not in JIT_FORMS:
-        reason = f"Pyro has no JIT form of {type(elbo).__name__}"
+        reason = f"no JIT form of {type(elbo).__name__} is known (pyro_vae.compiled.JIT_FORMS)"
     else:
         traced = JitTracedLoss(elbo, model, guide, constants)
         named = [(n, p) for n, p in parameters if p.requires_grad]

@@ -143,13 +143,12 @@ def test_bad_input_is_one_line_and_exit_code_2(tmp_path, capsys, args, message):
 
 
 def test_a_fallback_from_jit_is_one_warning_line_and_the_summary_names_the_loss(tmp_path, capsys):
-    args = ["train", *SMALL, "--elbo", "iwae", "--num-particles", "2", "--out", tmp_path / "r"]
+    args = ["train", *SMALL, "--guide", "mixture", "--out", tmp_path / "r"]
     code, out, err = run_cli(args, capsys)
     assert code == 0
-    assert err.strip().splitlines() == [
-        "pyro-vae: warning: --compile jit: Pyro has no JIT form of IWAE_ELBO; training with "
-        "Pyro's eager IWAE_ELBO instead"
-    ]
+    (line,) = err.strip().splitlines()
+    assert line.startswith("pyro-vae: warning: --compile jit: tracing failed (RuntimeError")
+    assert line.endswith("training with Pyro's eager Trace_ELBO instead")
     assert "loss eager, fp32" in out
     code, out, err = run_cli(["train", *SMALL, "--out", tmp_path / "j"], capsys)
     assert code == 0 and err == "" and "loss jit, fp32" in out
