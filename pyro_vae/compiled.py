@@ -118,12 +118,16 @@ class JitTracedLoss(nn.Module):
             if trace is None:
                 trace = self.traced[key] = self._trace(x)
                 return trace(x)
+            # The draws a failed replay made are put back, so the eager loss that takes
+            # over draws what it would have: the run stays the eager run, bit for bit.
+            rng = _rng_state(x.device)
             try:
                 return trace(x)
             except RuntimeError as error:
+                _set_rng_state(x.device, rng)
                 warnings.warn(
                     f"--compile jit: a traced loss failed on a batch of shape "
-                    f"{tuple(x.shape)} ({_first_line(error)}); training with Pyro's eager "
+                    f"{tuple(x.shape)} ({_summary(error)}); training with Pyro's eager "
                     f"{self.elbo_name} from here on",
                     stacklevel=2,
                 )
@@ -163,9 +167,21 @@ class JitTracedLoss(nn.Module):
         return _Trace(graph, parameters, with_surrogate)
 
 
-def _first_line(error: Exception) -> str:
-    line = (str(error).strip().splitlines() or [""])[0]
-    return f"{type(error).__name__}: {line[:200]}"
+def _summary(error: Exception) -> str:
+    """The error's type and its last line (TorchScript puts the actual error last)."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return f"{type(error).__name__}: {(lines or [''])[-1][:200]}"
+
+
+def _rng_state(device: torch.device) -> tuple:
+    cuda = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
+    return torch.random.get_rng_state(), cuda
+
+
+def _set_rng_state(device: torch.device, state: tuple) -> None:
+    torch.random.set_rng_state(state[0])
+    if state[1] is not None:
+        torch.cuda.set_rng_state(state[1], device)
 
 
 def _loss_and_gradients(
@@ -231,7 +247,7 @@ def training_loss(
                 [n for n, _ in named],
             )
         except Exception as error:  # noqa: BLE001 - any tracing failure means: run eagerly
-            reason = f"tracing failed ({_first_line(error)})"
+            reason = f"tracing failed ({_summary(error)})"
         else:
             if mismatch is None:
                 return traced, "jit"

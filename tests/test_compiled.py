@@ -156,6 +156,17 @@ def test_objectives_without_a_jit_form_and_untraceable_guides_fall_back():
     assert quietly(training_loss, make_elbo(config), model, guide, x, named, "eager")[1] == "eager"
 
 
+def test_a_spline_guide_whose_trace_fails_mid_run_still_trains_exactly_as_eager(tmp_path):
+    """The spline flow's boolean masks make a trace that fails on some later batch; the
+    draws of the failed replay are put back, so the run equals the eager run bit for bit."""
+    flows = dict(guide="spline", flow_depth=1, flow_hidden_dims=[16], epochs=1)
+    with pytest.warns(UserWarning, match=r"a traced loss failed on a batch of shape"):
+        jit = train(small_config(**flows), run_dir=tmp_path / "jit", progress=False)
+    eager = train(small_config(**flows, compile="eager"), run_dir=tmp_path / "e", progress=False)
+    ours, theirs = jit.guide.state_dict(), eager.guide.state_dict()
+    assert all(torch.equal(ours[name], theirs[name]) for name in ours)
+
+
 def test_a_replay_that_fails_falls_back_to_eager_once():
     config, model, guide, named, x = pair()
     traced = JitTracedLoss(make_elbo(config), model, guide)
