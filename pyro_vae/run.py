@@ -69,6 +69,11 @@ def prepare(config: TrainConfig) -> tuple[ImageData, VAEModel, nn.Module]:
     validate(config)
     check_names(config)
     device = resolve_device(config.device)
+    if config.precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise UserInputError(
+            f"--precision bf16: {torch.cuda.get_device_name(device)} has no bfloat16 "
+            "arithmetic; use --precision fp32"
+        )
     binarize = resolve_binarize(config)
     data = load_data(config.dataset, binarize, device, config.data_dir, config.download)
     model, guide = build_vae(config, data.image_shape)

@@ -11,6 +11,8 @@ the loops take turns epoch by epoch so that machine drift hits them alike.
                       non-finite loss or gradient
     pyro-vae-eager    the same with Pyro's eager Trace_ELBO module (--compile eager)
     pyro-vae-bf16     pyro-vae with --precision bf16 (not run unless named in --loops)
+    pyro-vae-unchecked  pyro-vae without the per-step finiteness check, which waits for
+                      the device once a step: what that wait costs (only when named)
     hand-written      the same estimator written by hand in PyTorch (reparameterized z,
                       log p(x|z) + log p(z) - log q(z|x)), same data path, same fused Adam
     hand-written-foreach  the same with torch's foreach Adam, the loop of earlier tables
@@ -85,7 +87,9 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=3, help="timed epochs per loop")
     parser.add_argument("--warmup", type=int, default=1, help="untimed epochs per loop first")
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--loops", nargs="+", default=LOOPS, help="also: pyro-vae-bf16")
+    parser.add_argument(
+        "--loops", nargs="+", default=LOOPS, help="also: pyro-vae-bf16, pyro-vae-unchecked"
+    )
     args = parser.parse_args()
 
     device = resolve_device(args.device)
@@ -126,7 +130,7 @@ def main() -> None:
 
         return run
 
-    def make_pyro_vae(compile_mode: str, precision: str = "fp32"):
+    def make_pyro_vae(compile_mode: str, precision: str = "fp32", check_finite: bool = True):
         store.clear()
         loop_config = dataclasses.replace(config, compile=compile_mode, precision=precision)
         model, guide = network(loop_config, data.image_shape, device)
@@ -135,7 +139,9 @@ def main() -> None:
         loss_fn, mode = training_loss(make_elbo(config), model, guide, x, named, compile_mode)
         assert mode == compile_mode, f"the {compile_mode} path fell back to {mode}"
         optimizer = adam([p for _, p in named], config.lr)
-        return own_param_store(lambda: svi_epoch(loss_fn, optimizer, data, generator, 256))
+        return own_param_store(
+            lambda: svi_epoch(loss_fn, optimizer, data, generator, 256, None, check_finite)
+        )
 
     def make_handwritten(fused: bool):
         model, guide = network(config, data.image_shape, device)
@@ -183,6 +189,7 @@ def main() -> None:
         "pyro-vae": lambda: make_pyro_vae("jit"),
         "pyro-vae-eager": lambda: make_pyro_vae("eager"),
         "pyro-vae-bf16": lambda: make_pyro_vae("jit", "bf16"),
+        "pyro-vae-unchecked": lambda: make_pyro_vae("jit", check_finite=False),
         "hand-written": lambda: make_handwritten(fused=True),
         "hand-written-foreach": lambda: make_handwritten(fused=False),
         "pyro-svi": lambda: make_svi(dataloader=False),

@@ -17,7 +17,8 @@ export PYTHONPATH=${PYTHONPATH:-}:.
 run() { echo "+ $*"; "$@" 2>&1 | tee -a "$out/benchmarks.log"; }
 
 run python scripts/bench_svi.py --device cuda --data-dir "$data_dir" --epochs 5 \
-    --loops pyro-vae pyro-vae-eager pyro-vae-bf16 hand-written hand-written-foreach pyro-svi
+    --loops pyro-vae pyro-vae-eager pyro-vae-bf16 pyro-vae-unchecked hand-written \
+    hand-written-foreach pyro-svi
 run python scripts/bench_loglik.py --device cuda --data-dir "$data_dir" --images 10000 --repeats 3
 run python scripts/bench_models.py --device cuda --data-dir "$data_dir" --eval-images 100
 run python scripts/bench_models.py --device cuda --data-dir "$data_dir" --eval-images 100 \
