@@ -1,8 +1,9 @@
 """Stochastic variational inference for a VAE's Pyro model/guide pair.
 
-Each step minimizes Pyro's ELBO loss (``Trace_ELBO`` or ``TraceMeanField_ELBO``) for one
-minibatch: the loss module ``elbo(model, guide)`` is Pyro's own (``pyro.infer.ELBO.__call__``),
-and one foreach Adam updates every parameter of model and guide at once, rather than the one
+Each step minimizes Pyro's ELBO loss (``Trace_ELBO``, ``TraceMeanField_ELBO`` or the IWAE
+bound) for one minibatch: Pyro's JIT-traced form of it, checked against the eager loss
+module ``elbo(model, guide)`` first (``pyro_vae.compiled``), or that module itself; one
+fused Adam updates every parameter of model and guide at once, rather than the one
 optimizer per parameter of ``pyro.optim``. The loss of a batch is a sum over its images;
 reported ELBOs are divided by the number of images (nats per image).
 
@@ -361,7 +362,9 @@ def train(
         # train_elbo is minus the training objective (β-weighted during warm-up; the IWAE
         # bound under --elbo iwae); the validation and test columns are always Trace_ELBO.
         row = {"epoch": epoch, "train_elbo": train_elbo, "seconds": seconds}
-        row["compile"] = compile_mode
+        # The loss that ran: "eager" too once a failed JIT replay has handed over.
+        fell_back = compile_mode == "jit" and loss_fn.eager is not None
+        row["compile"] = "eager" if fell_back else compile_mode
         row["kl_weight"] = warmup_beta(epoch, config.kl_warmup_epochs) if epoch else None
         for split in ("valid", "test"):
             row[f"{split}_elbo"] = elbo_per_datapoint(

@@ -165,6 +165,7 @@ def test_a_spline_guide_whose_trace_fails_mid_run_still_trains_exactly_as_eager(
     eager = train(small_config(**flows, compile="eager"), run_dir=tmp_path / "e", progress=False)
     ours, theirs = jit.guide.state_dict(), eager.guide.state_dict()
     assert all(torch.equal(ours[name], theirs[name]) for name in ours)
+    assert [row["compile"] for row in jit.history] == ["jit", "eager"]
 
 
 def test_a_replay_that_fails_falls_back_to_eager_once():
