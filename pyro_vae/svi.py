@@ -52,6 +52,7 @@ from pyro_vae.registry import make_elbo
 from pyro_vae.run import CONFIG_NAME, METRICS_NAME, Run, prepare, read_config, write_images
 
 PROGRESS_EVERY = 25  # steps between progress-bar loss updates
+DEFER_CHECK_DEVICES = ("cuda",)  # where the per-step finiteness check is read in windows
 
 
 class NonFiniteLossError(UserInputError):
@@ -91,28 +92,34 @@ def adam(parameters: list[torch.Tensor], lr: float) -> torch.optim.Adam:
         return torch.optim.Adam(parameters, lr=lr, foreach=True)
 
 
-def all_finite(loss: torch.Tensor, grads: list[torch.Tensor]) -> bool:
-    """Whether the loss and every gradient element are finite (one wait for the device).
+def nonfinite_flag(loss: torch.Tensor, grads: list[torch.Tensor]) -> torch.Tensor:
+    """A 0-dim tensor on the loss's device: 0 if the loss and every gradient element are
+    finite, else positive. Computed without waiting for the device.
 
     The gradients are scanned by the kernel AMP's gradient scaler uses (one fused pass,
     multiplying by 1, which leaves them as they are), three times faster on the CPU than
     the norm of every gradient.
     """
-    found = (~torch.isfinite(loss)).float().reshape(1)
+    found = (~torch.isfinite(loss)).float().reshape(())
     groups: dict[tuple, list[torch.Tensor]] = {}  # the kernel takes one device and dtype
     for grad in grads:
         groups.setdefault((grad.device, grad.dtype), []).append(grad)
     for (device, _), group in groups.items():
-        here = found if device == found.device else torch.zeros(1, device=device)
+        here = found if device == found.device else torch.zeros((), device=device)
         torch._amp_foreach_non_finite_check_and_unscale_(group, here, _one(device))
         if here is not found:
             found += here.to(found.device)
-    return not found.item()
+    return found
+
+
+def all_finite(loss: torch.Tensor, grads: list[torch.Tensor]) -> bool:
+    """Whether the loss and every gradient element are finite (one wait for the device)."""
+    return not nonfinite_flag(loss, grads).item()
 
 
 @functools.cache
 def _one(device: torch.device) -> torch.Tensor:
-    return torch.ones(1, device=device)
+    return torch.ones((), device=device)
 
 
 def svi_step(
@@ -143,6 +150,37 @@ def svi_step(
     return loss, True
 
 
+def can_defer_check(optimizer: torch.optim.Optimizer) -> bool:
+    """Whether ``optimizer`` can skip a step on the device: torch's fused Adam reads a
+    ``found_inf`` flag, as under AMP's gradient scaler, and leaves parameters, moments and
+    step count as they were where it is set."""
+    return bool(optimizer.defaults.get("fused"))
+
+
+def svi_step_deferred(
+    loss_fn: Callable[[torch.Tensor], torch.Tensor],
+    optimizer: torch.optim.Optimizer,
+    x: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One SVI step that never waits for the device; returns (loss, non-finite flag).
+
+    A non-finite loss or gradient sets the flag, and the fused optimizer then skips the
+    update on the device (see :func:`can_defer_check`); the caller reads the flags later,
+    a window of steps at a time, and acts on them as :func:`svi_step`'s caller would.
+    """
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    loss = loss_fn(x)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    found = nonfinite_flag(loss, [p.grad for p in params if p.grad is not None])
+    optimizer.found_inf = found
+    try:
+        optimizer.step()
+    finally:
+        del optimizer.found_inf
+    return loss, found
+
+
 def svi_epoch(
     loss_fn: Callable[[torch.Tensor], torch.Tensor],
     optimizer: torch.optim.Optimizer,
@@ -154,17 +192,33 @@ def svi_epoch(
 ) -> torch.Tensor:
     """One pass over the training images in a random order, one SVI step per minibatch.
 
-    The steps :func:`train` takes, without its checkpoints and progress bar. Returns the
-    summed loss as a device tensor; a non-finite step raises NonFiniteLossError.
+    The steps :func:`train` takes, without its checkpoints and progress bar (on a GPU the
+    finiteness flags are read once, at the end). Returns the summed loss as a device
+    tensor; a non-finite step raises NonFiniteLossError.
     """
+    defer = (
+        check_finite
+        and clip_norm is None
+        and data.device.type in DEFER_CHECK_DEVICES
+        and can_defer_check(optimizer)
+    )
     total = torch.zeros((), device=data.device)
+    flags = []
     order = torch.randperm(data.train.shape[0], generator=generator, device=data.device)
     for step, index in enumerate(order.split(batch_size)):
         x = data.train_batch(index, generator)
+        if defer:
+            loss, found = svi_step_deferred(loss_fn, optimizer, x)
+            flags.append(found)
+            total += torch.where(found > 0, 0.0, loss.detach())
+            continue
         loss, taken = svi_step(loss_fn, optimizer, x, clip_norm, check_finite)
         if not taken:
             raise NonFiniteLossError(f"non-finite loss or gradient at step {step + 1}")
         total += loss.detach()
+    bad = torch.stack(flags).nonzero() if flags else []
+    if len(bad):
+        raise NonFiniteLossError(f"non-finite loss or gradient at step {bad[0].item() + 1}")
     return total
 
 
@@ -377,6 +431,38 @@ def train(
         write_checkpoint()
     write_metrics()
 
+    def skip_or_stop(epoch: int, step: int, x: torch.Tensor) -> None:
+        position.skipped += 1
+        where = f"epoch {epoch}, step {step + 1}: {nonfinite_report(model, guide, x)}"
+        if position.skipped > config.skip_nonfinite:
+            raise NonFiniteLossError(
+                f"non-finite loss or gradient at {where}; the last good checkpoint "
+                f"in {run_dir} is left as it was; try a lower --lr, --clip-norm, or "
+                f"--skip-nonfinite N"
+            )
+        warnings.warn(f"skipped a non-finite step at {where}", stacklevel=1)
+
+    # On a GPU the finiteness of each step is not waited for: the fused optimizer skips a
+    # bad update on the device, and the flags are read PROGRESS_EVERY steps at a time, and
+    # before every checkpoint, so the host can queue the next steps meanwhile. A bad step
+    # is then reported up to PROGRESS_EVERY steps late, its update already skipped.
+    defer = (
+        device.type in DEFER_CHECK_DEVICES
+        and config.clip_norm is None
+        and can_defer_check(optimizer)
+    )
+    pending: list[tuple[int, int, torch.Tensor, torch.Tensor]] = []  # epoch, step, flag, x
+
+    def settle() -> None:
+        if not pending:
+            return
+        flags = torch.stack([found for _, _, found, _ in pending]).tolist()
+        waiting = pending.copy()
+        pending.clear()
+        for (epoch, step, _, x), bad in zip(waiting, flags):
+            if bad:
+                skip_or_stop(epoch, step, x)
+
     steps_per_epoch = math.ceil(n_train / config.batch_size)
     done_steps = min(position.epochs_done, config.epochs) * steps_per_epoch + position.step
     bar = tqdm(
@@ -398,19 +484,18 @@ def train(
             start = time.perf_counter() - position.seconds
             for step in range(position.step, len(batches)):
                 x = data.train_batch(batches[step], generator)
-                loss, taken = svi_step(loss_fn, optimizer, x, config.clip_norm)
-                if not taken:
-                    position.skipped += 1
-                    where = f"epoch {epoch}, step {step + 1}: {nonfinite_report(model, guide, x)}"
-                    if position.skipped > config.skip_nonfinite:
-                        raise NonFiniteLossError(
-                            f"non-finite loss or gradient at {where}; the last good checkpoint "
-                            f"in {run_dir} is left as it was; try a lower --lr, --clip-norm, or "
-                            f"--skip-nonfinite N"
-                        )
-                    warnings.warn(f"skipped a non-finite step at {where}", stacklevel=1)
-                if taken:
-                    position.total += loss.detach()
+                if defer:
+                    loss, found = svi_step_deferred(loss_fn, optimizer, x)
+                    position.total += torch.where(found > 0, 0.0, loss.detach())
+                    pending.append((epoch, step, found, x))
+                    if len(pending) == PROGRESS_EVERY:
+                        settle()
+                else:
+                    loss, taken = svi_step(loss_fn, optimizer, x, config.clip_norm)
+                    if taken:
+                        position.total += loss.detach()
+                    else:
+                        skip_or_stop(epoch, step, x)
                 position.step = step + 1
                 bar.update()
                 if step % PROGRESS_EVERY == 0:
@@ -418,6 +503,7 @@ def train(
                 minutes = config.checkpoint_minutes
                 due = minutes is not None and time.monotonic() - last_checkpoint >= 60 * minutes
                 if (stop.is_set() or due) and position.step < len(batches):
+                    settle()
                     position.seconds = time.perf_counter() - start
                     write_checkpoint()
                     last_checkpoint = time.monotonic()
@@ -426,6 +512,7 @@ def train(
                             f"interrupted in epoch {epoch} after step {position.step}; saved the "
                             f"exact position; continue with: pyro-vae train --resume {run_dir}"
                         )
+            settle()
             train_elbo = -position.total.item() / n_train
             seconds = time.perf_counter() - start
             position = Position(epochs_done=epoch, skipped=position.skipped)

@@ -11,8 +11,9 @@ the loops take turns epoch by epoch so that machine drift hits them alike.
                       non-finite loss or gradient
     pyro-vae-eager    the same with Pyro's eager Trace_ELBO module (--compile eager)
     pyro-vae-bf16     pyro-vae with --precision bf16 (not run unless named in --loops)
-    pyro-vae-unchecked  pyro-vae without the per-step finiteness check, which waits for
-                      the device once a step: what that wait costs (only when named)
+    pyro-vae-unchecked  pyro-vae without the finiteness check, to show what it costs (on a
+                      GPU the check waits for nothing: the fused optimizer skips a bad
+                      update on the device, the flags are read at the epoch's end)
     hand-written      the same estimator written by hand in PyTorch (reparameterized z,
                       log p(x|z) + log p(z) - log q(z|x)), same data path, same fused Adam
     hand-written-foreach  the same with torch's foreach Adam, the loop of earlier tables

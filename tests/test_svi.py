@@ -175,3 +175,68 @@ def test_the_optimizer_is_one_fused_adam_where_torch_has_one():
 
     optimizer = adam([torch.nn.Parameter(torch.zeros(3))], 1e-3)
     assert optimizer.defaults["fused"] is True
+
+
+def defer_on_the_cpu(monkeypatch):
+    """Check finiteness the GPU's way (flags read in windows, bad updates skipped by the
+    fused optimizer on the device) here on the CPU."""
+    monkeypatch.setattr("pyro_vae.svi.DEFER_CHECK_DEVICES", ("cuda", "cpu"))
+
+
+def test_a_deferred_step_skips_a_bad_update_on_the_device():
+    from pyro_vae.svi import adam, svi_step_deferred
+
+    weight = torch.nn.Parameter(torch.ones(3))
+    optimizer = adam([weight], 0.1)
+    scale = torch.tensor(1.0)
+    loss_fn = lambda x: (weight * x * scale).sum()  # noqa: E731
+    loss, found = svi_step_deferred(loss_fn, optimizer, torch.ones(3))
+    assert found.item() == 0 and not torch.equal(weight.detach(), torch.ones(3))
+    before = weight.detach().clone()
+    moments = {k: v.clone() for k, v in optimizer.state[weight].items()}
+    scale.fill_(float("inf"))
+    loss, found = svi_step_deferred(loss_fn, optimizer, torch.ones(3))
+    assert found.item() > 0 and not hasattr(optimizer, "found_inf")
+    assert torch.equal(weight.detach(), before)
+    assert all(torch.equal(optimizer.state[weight][k], v) for k, v in moments.items())
+
+
+def test_a_deferred_check_trains_exactly_as_a_per_step_one(tmp_path, monkeypatch):
+    checked = train(small_config(), run_dir=tmp_path / "checked", progress=False)
+    defer_on_the_cpu(monkeypatch)
+    deferred = train(small_config(), run_dir=tmp_path / "deferred", progress=False)
+    for part in ("model", "guide"):
+        ours, theirs = getattr(deferred, part).state_dict(), getattr(checked, part).state_dict()
+        assert all(torch.equal(ours[name], theirs[name]) for name in ours)
+    assert [r["test_elbo"] for r in deferred.history] == [r["test_elbo"] for r in checked.history]
+
+
+@pytest.mark.filterwarnings("ignore:Encountered NaN")
+def test_a_deferred_check_skips_then_stops_with_the_last_good_checkpoint(tmp_path, monkeypatch):
+    defer_on_the_cpu(monkeypatch)
+    with pytest.warns(UserWarning, match="skipped a non-finite step at epoch 1, step"):
+        with pytest.raises(NonFiniteLossError, match=r"non-finite loss or gradient at epoch 1"):
+            train(small_config(lr=1e30, skip_nonfinite=2), run_dir=tmp_path / "r", progress=False)
+    reloaded = load_run(tmp_path / "r")
+    assert all(torch.isfinite(p).all() for p in reloaded.model.parameters())
+
+
+@pytest.mark.filterwarnings("ignore:Encountered NaN")
+def test_svi_epoch_defers_its_check_the_same_way(monkeypatch):
+    import pyro
+
+    from pyro_vae.data import load_data
+    from pyro_vae.registry import build_vae, make_elbo
+    from pyro_vae.svi import adam, svi_epoch
+
+    defer_on_the_cpu(monkeypatch)
+    config = small_config()
+    data = load_data("digits", "dynamic")
+    model, guide = build_vae(config, data.image_shape)
+    loss_fn = make_elbo(config)(model, guide)
+    generator = torch.Generator().manual_seed(0)
+    total = svi_epoch(loss_fn, adam(list(loss_fn.parameters()), 1e-3), data, generator, 64)
+    assert torch.isfinite(total)
+    with pyro.validation_enabled(False):  # as in train(): NaN codes reach the loss
+        with pytest.raises(NonFiniteLossError, match=r"non-finite loss or gradient at step \d+"):
+            svi_epoch(loss_fn, adam(list(loss_fn.parameters()), 1e30), data, generator, 64)
