@@ -150,11 +150,16 @@ def svi_step(
     return loss, True
 
 
-def can_defer_check(optimizer: torch.optim.Optimizer) -> bool:
-    """Whether ``optimizer`` can skip a step on the device: torch's fused Adam reads a
-    ``found_inf`` flag, as under AMP's gradient scaler, and leaves parameters, moments and
-    step count as they were where it is set."""
-    return bool(optimizer.defaults.get("fused"))
+def defers_check(
+    device: torch.device, optimizer: torch.optim.Optimizer, clip_norm: float | None
+) -> bool:
+    """Whether steps on ``device`` check finiteness without waiting for it: on a device of
+    DEFER_CHECK_DEVICES, without clipping (which needs the norm at once), and with an
+    optimizer that can skip a step on the device. Torch's fused Adam can: it reads a
+    ``found_inf`` flag, as under AMP's gradient scaler, and where it is set leaves
+    parameters, moments and step count as they were."""
+    fused = bool(optimizer.defaults.get("fused"))
+    return device.type in DEFER_CHECK_DEVICES and clip_norm is None and fused
 
 
 def svi_step_deferred(
@@ -165,7 +170,7 @@ def svi_step_deferred(
     """One SVI step that never waits for the device; returns (loss, non-finite flag).
 
     A non-finite loss or gradient sets the flag, and the fused optimizer then skips the
-    update on the device (see :func:`can_defer_check`); the caller reads the flags later,
+    update on the device (see :func:`defers_check`); the caller reads the flags later,
     a window of steps at a time, and acts on them as :func:`svi_step`'s caller would.
     """
     params = [p for group in optimizer.param_groups for p in group["params"]]
@@ -196,12 +201,7 @@ def svi_epoch(
     finiteness flags are read once, at the end). Returns the summed loss as a device
     tensor; a non-finite step raises NonFiniteLossError.
     """
-    defer = (
-        check_finite
-        and clip_norm is None
-        and data.device.type in DEFER_CHECK_DEVICES
-        and can_defer_check(optimizer)
-    )
+    defer = check_finite and defers_check(data.device, optimizer, clip_norm)
     total = torch.zeros((), device=data.device)
     flags = []
     order = torch.randperm(data.train.shape[0], generator=generator, device=data.device)
@@ -446,11 +446,7 @@ def train(
     # bad update on the device, and the flags are read PROGRESS_EVERY steps at a time, and
     # before every checkpoint, so the host can queue the next steps meanwhile. A bad step
     # is then reported up to PROGRESS_EVERY steps late, its update already skipped.
-    defer = (
-        device.type in DEFER_CHECK_DEVICES
-        and config.clip_norm is None
-        and can_defer_check(optimizer)
-    )
+    defer = defers_check(device, optimizer, config.clip_norm)
     pending: list[tuple[int, int, torch.Tensor, torch.Tensor]] = []  # epoch, step, flag, x
 
     def settle() -> None:
