@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from pyro_vae.config import COMPILE_MODES
-from pyro_vae.evaluation import fixed_seed
+from pyro_vae.evaluation import fixed_seed, preserved_rng
 from pyro_vae.objectives import IWAE_ELBO
 
 # Each eager ELBO of the registry and Pyro's traced form of the same estimator; None: the
@@ -98,16 +98,9 @@ class JitTracedLoss(nn.Module):
         self.guide = guide
         self.elbo = elbo
         self.jit_class = JIT_FORMS[type(elbo)]
-        self.options = {
-            "num_particles": elbo.num_particles,
-            "max_plate_nesting": elbo.max_plate_nesting,
-            "vectorize_particles": elbo.vectorize_particles,
-        }
         self.constants = constants
         self.traced: dict[tuple, _Trace] = {}
         self.eager: Callable[[torch.Tensor], torch.Tensor] | None = None  # after a failure
-        self.elbo_name = type(elbo).__name__
-        self.make_eager = lambda: elbo(model, guide)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.eager is not None:
@@ -128,10 +121,10 @@ class JitTracedLoss(nn.Module):
                 warnings.warn(
                     f"--compile jit: a traced loss failed on a batch of shape "
                     f"{tuple(x.shape)} ({_summary(error)}); training with Pyro's eager "
-                    f"{self.elbo_name} from here on",
+                    f"{type(self.elbo).__name__} from here on",
                     stacklevel=2,
                 )
-                self.eager = self.make_eager()
+                self.eager = self.elbo(self.model, self.guide)
                 return self.eager(x)
 
     def _trace(self, x: torch.Tensor) -> _Trace:
@@ -143,7 +136,12 @@ class JitTracedLoss(nn.Module):
             )
             run = compiled
         else:
-            jit_elbo = self.jit_class(ignore_jit_warnings=True, **self.options)
+            jit_elbo = self.jit_class(
+                num_particles=self.elbo.num_particles,
+                max_plate_nesting=self.elbo.max_plate_nesting,
+                vectorize_particles=self.elbo.vectorize_particles,
+                ignore_jit_warnings=True,
+            )
             if with_surrogate:
                 run = partial(jit_elbo.loss_and_surrogate_loss, self.model, self.guide)
             else:
@@ -151,8 +149,7 @@ class JitTracedLoss(nn.Module):
         # Tracing runs the program twice; its random draws are put back, so that a step
         # draws the same numbers whether or not it made a trace (a resumed run makes its
         # traces at other steps than the run it continues).
-        cuda = [x.device] if x.device.type == "cuda" else []
-        with warnings.catch_warnings(), torch.random.fork_rng(devices=cuda):
+        with warnings.catch_warnings(), preserved_rng(x.device):
             # Pyro's JIT ELBOs are built on torch.jit.trace, which torch 2.9+ marks
             # deprecated; the fallback to the eager loss covers a torch that drops it.
             warnings.filterwarnings("ignore", r".*torch\.jit\.trace.* is deprecated")

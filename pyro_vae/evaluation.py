@@ -19,10 +19,16 @@ EVAL_SEED = 0
 
 
 @contextlib.contextmanager
+def preserved_rng(device: torch.device) -> Iterator[None]:
+    """Run the block, then put torch's (CPU and ``device``) random state back as it was."""
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        yield
+
+
+@contextlib.contextmanager
 def fixed_seed(seed: int, device: torch.device) -> Iterator[None]:
     """Run the block with torch's (CPU and ``device``) random state seeded, then restore it."""
-    devices = [device] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):
+    with preserved_rng(device):
         torch.manual_seed(seed)
         yield
 
