@@ -17,8 +17,8 @@ BINARIZE_MODES = ("dynamic", "static", "threshold", "none")
 DEVICES = ("auto", "cpu", "cuda")
 COMPILE_MODES = ("jit", "eager")  # pyro_vae.compiled
 PRECISIONS = ("fp32", "bf16")  # their dtypes: pyro_vae.nn.AUTOCAST_DTYPES
-# Fields a resumed run may change: none of them alters the numbers it computes (a JIT
-# run is bit-identical to an eager one, tests/test_compiled.py).
+# Fields a resumed run may change: none of them alters the parameters it computes (a JIT
+# run's are bit-identical to an eager run's, tests/test_compiled.py).
 RESUMABLE_CHANGES = (
     "epochs",
     "compile",
