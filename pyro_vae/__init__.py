@@ -21,7 +21,7 @@ _EXPORTS = {
     "register": "pyro_vae.registry",
     "REGISTRY": "pyro_vae.registry",
     "Run": "pyro_vae.run",
-    "train": "pyro_vae.svi",
+    "train": "pyro_vae.trainer",
     "TrainConfig": "pyro_vae.config",
     "UserInputError": "pyro_vae.errors",
     "visualize": "pyro_vae.api",

@@ -6,9 +6,14 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from pyro_vae.distributed import SINGLE, ProcessGroup
 from pyro_vae.errors import UserInputError
 from pyro_vae.evaluation import elbo_per_datapoint
-from pyro_vae.importance import LogLikelihoodEstimate, importance_log_likelihood
+from pyro_vae.importance import (
+    DEFAULT_MAX_ELEMENTS,
+    LogLikelihoodEstimate,
+    importance_log_likelihood,
+)
 from pyro_vae.latent import write_latent_images
 from pyro_vae.report import write_report
 from pyro_vae.run import Run
@@ -20,24 +25,32 @@ def log_likelihood(
     num_samples: int = 5000,
     max_images: int | None = None,
     progress: bool = False,
+    max_elements: int = DEFAULT_MAX_ELEMENTS,
+    group: ProcessGroup = SINGLE,
 ) -> LogLikelihoodEstimate:
     """Importance-sampled log p(x) of the run's model on ``split`` (the first ``max_images``).
 
     Returns per data point log p̂(x), ELBO, IWAE bounds, PSIS k̂ and ESS, and their summary.
+    ``max_elements`` bounds the largest tensor (the memory budget, see
+    :func:`~pyro_vae.importance.importance_log_likelihood`); under torchrun, ``group`` shares
+    the images out among the ranks, with the same result.
     """
     images, labels = run.data.split(split), run.data.split_labels(split)
     if max_images is not None:
         if isinstance(max_images, bool) or not isinstance(max_images, int) or max_images < 1:
             raise UserInputError(f"max_images must be an integer >= 1, got {max_images!r}")
         images, labels = images[:max_images], labels[:max_images]
-    with tqdm(total=images.shape[0], disable=not progress, unit="image", mininterval=0.5) as bar:
+    shown = progress and group.is_main
+    with tqdm(total=images.shape[0], disable=not shown, unit="image", mininterval=0.5) as bar:
         estimate = importance_log_likelihood(
             run.model,
             run.guide,
             images.float() / 255,
             num_samples,
+            max_elements=max_elements,
             labels=labels,
             progress=bar.update,
+            group=group,
         )
     if getattr(run.model.likelihood, "discrete", False):  # a probability mass: bits per dim
         dims = math.prod(images.shape[1:])

@@ -22,10 +22,12 @@ from pyro_vae.config import (
     validate,
 )
 from pyro_vae.data import DATASET_NAMES
+from pyro_vae.distributed import is_main_process, speaks_for_machine
 from pyro_vae.errors import UserInputError
+from pyro_vae.importance import DEFAULT_MAX_ELEMENTS
 from pyro_vae.nn import ACTIVATIONS
 from pyro_vae.registry import check_names, names
-from pyro_vae.svi import TrainingInterrupted, resume_config
+from pyro_vae.trainer import TrainingInterrupted, resume_config
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
@@ -190,6 +192,14 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument(
         "--elbo-only", action="store_true", help="skip the importance-sampled log p(x)"
     )
+    evaluate.add_argument(
+        "--max-elements",
+        type=int,
+        default=DEFAULT_MAX_ELEMENTS,
+        metavar="N",
+        help="memory budget of log p(x): values in the largest tensor of one chunk of images "
+        f"and particles (default: {DEFAULT_MAX_ELEMENTS}, 128 MiB of fp32)",
+    )
     evaluate.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_run_device(evaluate)
 
@@ -253,13 +263,15 @@ def train_config_from_args(args: argparse.Namespace) -> TrainConfig:
 
 
 def _train(args: argparse.Namespace) -> None:
-    from pyro_vae.svi import train
+    from pyro_vae.trainer import train
 
     config = train_config_from_args(args)
     if args.resume is not None:
         run = train(config, run_dir=args.resume, progress=not args.quiet, resume=True)
     else:
         run = train(config, run_dir=args.out, progress=not args.quiet)
+    if not is_main_process():  # under torchrun rank 0 reports for all
+        return
     final = run.history[-1]
     print(f"run folder: {run.run_dir}")
     if final["train_elbo"] is not None:
@@ -279,23 +291,42 @@ def _train(args: argparse.Namespace) -> None:
 
 def _evaluate(args: argparse.Namespace) -> None:
     from pyro_vae import evaluate, load_run, log_likelihood
+    from pyro_vae.distributed import process_group
     from pyro_vae.importance import write_evaluation
+    from pyro_vae.run import read_run_config, resolve_device
 
-    if args.num_samples < 1:
-        raise UserInputError(f"--num-samples must be >= 1, got {args.num_samples}")
+    for flag, value in (("--num-samples", args.num_samples), ("--max-elements", args.max_elements)):
+        if value < 1:
+            raise UserInputError(f"{flag} must be >= 1, got {value}")
     if args.max_images is not None and args.max_images < 1:
         raise UserInputError(f"--max-images must be >= 1, got {args.max_images}")
-    run = load_run(args.run_dir, device=args.device)
-    elbo = evaluate(run, args.split)
-    n = run.data.split(args.split).shape[0]
-    print(f"{args.split} ELBO: {elbo:.3f} nats per image ({n} images of {run.config.dataset})")
-    result = {"split": args.split, "dataset": run.config.dataset, "trace_elbo": elbo}
-    if args.elbo_only:
-        (args.run_dir / "evaluation.json").write_text(json.dumps(result, indent=2) + "\n")
+    device = resolve_device(args.device or read_run_config(args.run_dir).device)
+    # Under torchrun the ranks share the images out; rank 0 reports and writes.
+    with process_group(device) as group:
+        run = load_run(args.run_dir, device=args.device)
+        result = {"split": args.split, "dataset": run.config.dataset}
+        if group.is_main:
+            elbo = evaluate(run, args.split)
+            n = run.data.split(args.split).shape[0]
+            print(
+                f"{args.split} ELBO: {elbo:.3f} nats per image ({n} images of {run.config.dataset})"
+            )
+            result["trace_elbo"] = elbo
+        if args.elbo_only:
+            if group.is_main:
+                (args.run_dir / "evaluation.json").write_text(json.dumps(result, indent=2) + "\n")
+            return
+        estimate = log_likelihood(
+            run,
+            args.split,
+            args.num_samples,
+            args.max_images,
+            progress=not args.quiet,
+            max_elements=args.max_elements,
+            group=group,
+        )
+    if not group.is_main:
         return
-    estimate = log_likelihood(
-        run, args.split, args.num_samples, args.max_images, progress=not args.quiet
-    )
     written = write_evaluation(estimate, args.run_dir, result)
     summary = estimate.summary
     bounds = ", ".join(f"{name} {value:.3f}" for name, value in summary["bounds"].items())
@@ -355,8 +386,15 @@ def _viz(args: argparse.Namespace) -> None:
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
-    """Warnings as one line each, ``pyro-vae: warning: ...``, without the source line."""
-    print(f"pyro-vae: warning: {one_line(str(message))}", file=sys.stderr)
+    """Warnings as one line each, ``pyro-vae: warning: ...``, without the source line; under
+    torchrun from the first process of each machine only (the others meet the same)."""
+    if speaks_for_machine():
+        print(f"pyro-vae: warning: {one_line(str(message))}", file=sys.stderr)
+
+
+def _report(message: str) -> None:
+    if speaks_for_machine():
+        print(f"pyro-vae: {one_line(message)}", file=sys.stderr)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -367,13 +405,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         handlers[args.command](args)
     except UserInputError as error:
-        print(f"pyro-vae: error: {one_line(str(error))}", file=sys.stderr)
+        _report(f"error: {error}")
         return EXIT_USAGE
     except TrainingInterrupted as interrupted:
-        print(f"pyro-vae: {one_line(str(interrupted))}", file=sys.stderr)
+        _report(str(interrupted))
         return EXIT_INTERRUPTED
     except KeyboardInterrupt:
-        print("pyro-vae: interrupted", file=sys.stderr)
+        _report("interrupted")
         return EXIT_INTERRUPTED
     finally:
         warnings.showwarning = shown

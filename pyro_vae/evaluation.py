@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 
+import numpy as np
 import pyro.infer
 import torch
 from torch import nn
@@ -16,6 +17,13 @@ from torch import nn
 from pyro_vae.data import ImageData
 
 EVAL_SEED = 0
+
+
+def stream_seed(*keys: int) -> int:
+    """A seed for the random stream that ``keys`` name (NumPy's ``SeedSequence`` of them):
+    streams of different keys are independent however the keys relate, so the stream
+    (seed 1, batch 2) is not (seed 2, batch 1)."""
+    return int(np.random.SeedSequence(list(keys)).generate_state(1, np.uint64)[0] >> 1)
 
 
 @contextlib.contextmanager

@@ -38,8 +38,9 @@ from torch import nn
 from torch.utils import _pytree as pytree
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from pyro_vae.distributed import SINGLE, ProcessGroup
 from pyro_vae.errors import UserInputError
-from pyro_vae.evaluation import EVAL_SEED, fixed_seed
+from pyro_vae.evaluation import EVAL_SEED, fixed_seed, stream_seed
 
 KHAT_THRESHOLD = 0.7
 BOUND_SIZES = (1, 5, 50, 500, 5000)
@@ -206,6 +207,7 @@ def importance_log_likelihood(
     seed: int = EVAL_SEED,
     labels: torch.Tensor | None = None,
     progress=None,
+    group: ProcessGroup = SINGLE,
 ) -> LogLikelihoodEstimate:
     """Estimate log p(x) for every image in ``images`` (floats, ``(N, C, H, W)``).
 
@@ -213,6 +215,9 @@ def importance_log_likelihood(
     ``max_elements`` values (particles x images x :func:`values_per_draw`, which is the pixels
     for an MLP and a feature map for a conv net); all K log-weights of a data point
     are kept, in fp32, for the bounds and k̂. ``progress(n)`` is called as images finish.
+
+    Under torchrun (``group``, ``pyro_vae.distributed``) the ranks take every N-th batch
+    and every rank receives all images' values; the result equals one process's.
     """
     if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
         raise UserInputError(f"num_samples must be an integer >= 1, got {num_samples!r}")
@@ -221,51 +226,66 @@ def importance_log_likelihood(
             f"images must be a non-empty (N, C, H, W) tensor, got {tuple(images.shape)}"
         )
     sizes = [k for k in bound_sizes if k <= num_samples]
-    columns: dict[str, list[torch.Tensor]] = {"lpx": [], "elbo": [], "ess": [], "khat": []}
-    bound_columns: dict[int, list[torch.Tensor]] = {k: [] for k in sizes}
     was_training = model.training, guide.training
     model.eval()
     guide.eval()
+    done: list[tuple[int, dict[str, torch.Tensor]]] = []  # (batch number, its columns)
     try:
         with fixed_seed(seed, images.device):
             per_draw = values_per_draw(model, guide, images[:1])
         batch = max(1, min(images.shape[0], max_elements // (num_samples * per_draw)))
         chunk = max(1, min(num_samples, max_elements // (batch * per_draw)))
-        with fixed_seed(seed, images.device), pyro.validation_enabled(False):
-            for start in range(0, images.shape[0], batch):
-                x = images[start : start + batch]
-                with torch.no_grad():
-                    log_w = torch.cat(
-                        [
-                            log_importance_weights(model, guide, x, min(chunk, num_samples - k0))
-                            for k0 in range(0, num_samples, chunk)
-                        ]
-                    )
-                columns["lpx"].append(log_mean_exp(log_w, 0))
-                columns["elbo"].append(log_w.mean(0))
-                normalized = log_w - torch.logsumexp(log_w, 0)
-                columns["ess"].append(torch.exp(-torch.logsumexp(2 * normalized, 0)))
-                for k in sizes:
-                    bound_columns[k].append(iwae_bound(log_w, k))
-                columns["khat"].append(torch.from_numpy(psis_khat(log_w.T.cpu().numpy())))
-                if progress is not None:
-                    progress(x.shape[0])
+        starts = range(0, images.shape[0], batch)
+        for number in range(group.rank, len(starts), group.world_size):
+            x = images[starts[number] : starts[number] + batch]
+            # Each batch draws from a stream of its own, named by its first image: an image's
+            # estimate depends on no other batch, and ranks sharing the batches out give what
+            # one process gives.
+            with fixed_seed(stream_seed(seed, starts[number]), images.device):
+                done.append((number, _batch_columns(model, guide, x, num_samples, chunk, sizes)))
+            if progress is not None:
+                progress(x.shape[0] * group.world_size)
     finally:
         model.train(was_training[0])
         guide.train(was_training[1])
+    parts = sorted(part for rank_parts in group.gather(done) for part in rank_parts)
 
-    def joined(parts: list[torch.Tensor]) -> np.ndarray:
-        return torch.cat([p.cpu() for p in parts]).double().numpy()
+    def joined(key: str) -> np.ndarray:
+        return torch.cat([columns[key] for _, columns in parts]).double().numpy()
 
     return LogLikelihoodEstimate(
         num_samples=num_samples,
-        log_likelihood=joined(columns["lpx"]),
-        elbo=joined(columns["elbo"]),
-        bounds={k: joined(v) for k, v in bound_columns.items()},
-        khat=joined(columns["khat"]),
-        ess=joined(columns["ess"]),
+        log_likelihood=joined("lpx"),
+        elbo=joined("elbo"),
+        bounds={k: joined(f"L_{k}") for k in sizes},
+        khat=joined("khat"),
+        ess=joined("ess"),
         labels=None if labels is None else labels.cpu().numpy(),
     )
+
+
+@torch.no_grad()
+def _batch_columns(
+    model: Callable, guide: Callable, x: torch.Tensor, num_samples: int, chunk: int, sizes: list
+) -> dict[str, torch.Tensor]:
+    """The per-image values of one batch from all K log-weights (on the CPU, for gathering)."""
+    with pyro.validation_enabled(False):
+        log_w = torch.cat(
+            [
+                log_importance_weights(model, guide, x, min(chunk, num_samples - k0))
+                for k0 in range(0, num_samples, chunk)
+            ]
+        )
+    normalized = log_w - torch.logsumexp(log_w, 0)
+    columns = {
+        "lpx": log_mean_exp(log_w, 0),
+        "elbo": log_w.mean(0),
+        "ess": torch.exp(-torch.logsumexp(2 * normalized, 0)),
+        **{f"L_{k}": iwae_bound(log_w, k) for k in sizes},
+    }
+    columns = {key: value.cpu() for key, value in columns.items()}
+    columns["khat"] = torch.from_numpy(psis_khat(log_w.T.cpu().numpy()))
+    return columns
 
 
 def _finite_or_none(value):

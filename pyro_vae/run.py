@@ -21,6 +21,7 @@ from models import VAEModel
 from pyro_vae.checkpoint import CHECKPOINT_NAME, load_checkpoint
 from pyro_vae.config import TrainConfig, validate
 from pyro_vae.data import ImageData, load_data
+from pyro_vae.distributed import local_rank, local_world_size
 from pyro_vae.errors import UserInputError
 from pyro_vae.plots import save_curves, save_image_grid, save_reconstructions
 from pyro_vae.registry import build_vae, check_names, lookup
@@ -48,12 +49,24 @@ class Run:
 
 
 def resolve_device(name: str) -> torch.device:
+    """The device ``name`` (auto, cpu, cuda) means for this process: under torchrun, the
+    local rank's own GPU, so each of a machine's processes needs one."""
+    processes = local_world_size()
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
+        name = "cuda" if gpus >= processes else "cpu"
+    if name == "cuda" and gpus == 0:
         raise UserInputError(
             "device 'cuda' was asked for but no CUDA GPU is visible; use --device cpu"
         )
+    if name == "cuda" and gpus < processes:
+        raise UserInputError(
+            f"--device cuda: torchrun started {processes} processes on this machine but only "
+            f"{gpus} GPU(s) are visible; start at most {gpus} per machine "
+            f"(--nproc-per-node {gpus}) or use --device cpu"
+        )
+    if name == "cuda" and processes > 1:
+        return torch.device("cuda", local_rank())
     return torch.device(name)
 
 
@@ -95,6 +108,13 @@ def read_config(run_dir: Path) -> TrainConfig:
     return TrainConfig.from_dict(values)
 
 
+def read_run_config(run_dir: Path) -> TrainConfig:
+    """The config of an existing run folder (read_config, once the folder is known to exist)."""
+    if not Path(run_dir).is_dir():
+        raise UserInputError(f"run folder {run_dir} does not exist")
+    return read_config(run_dir)
+
+
 def read_history(run_dir: Path) -> list[dict]:
     path = Path(run_dir) / METRICS_NAME
     if not path.is_file():
@@ -108,9 +128,7 @@ def load_run(run_dir: str | Path, device: str | None = None) -> Run:
     ``device`` overrides the device the run was trained on (``"cpu"`` to inspect a GPU run).
     """
     run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise UserInputError(f"run folder {run_dir} does not exist")
-    config = read_config(run_dir)
+    config = read_run_config(run_dir)
     if device is not None:
         config.device = device
     state = load_checkpoint(run_dir / CHECKPOINT_NAME)
