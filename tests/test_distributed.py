@@ -85,11 +85,15 @@ def _prepared(config):
     return model, guide, loss, mode, optimizer, batch
 
 
-def _one_step_on_a_rank(rank: int, world_size: int, port: int, compile_mode: str, out: str):
+def _one_step_on_a_rank(
+    rank: int, world_size: int, port: int, compile_mode: str, out: str, poison: bool = False
+):
     os.environ.update(
         RANK=str(rank), WORLD_SIZE=str(world_size), LOCAL_RANK=str(rank),
         LOCAL_WORLD_SIZE=str(world_size), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port),
     )  # fmt: skip
+    import pyro
+
     from pyro_vae.distributed import process_group
     from pyro_vae.evaluation import fixed_seed
     from pyro_vae.svi import svi_step
@@ -99,21 +103,23 @@ def _one_step_on_a_rank(rank: int, world_size: int, port: int, compile_mode: str
     with process_group(torch.device("cpu")) as group:
         x = group.shard(batch)
         step_loss = group.loss_module(loss, model, guide, x)
-        with fixed_seed(100 + rank, x.device):  # rank r's draws, as the reference makes them
+        if poison and rank == 1:
+            x = x * float("nan")  # a non-finite loss on one rank only
+        # Rank r's draws, as the reference makes them; Pyro's validation off, as in training.
+        with fixed_seed(100 + rank, x.device), pyro.validation_enabled(False):
             reported, taken = svi_step(step_loss, optimizer, x, global_loss=group.global_loss)
     state = {**model.state_dict(), **{f"guide.{k}": v for k, v in guide.state_dict().items()}}
     torch.save({"params": state, "loss": reported, "taken": taken, "mode": mode}, out)
 
 
-@pytest.mark.parametrize("compile_mode", ["eager", "jit"])
-def test_one_step_on_two_ranks_equals_one_process_on_the_global_batch(tmp_path, compile_mode):
-    from pyro_vae.evaluation import fixed_seed
-
+def _spawn_one_step(tmp_path, compile_mode: str, poison: bool = False) -> list[dict]:
     outs = [str(tmp_path / f"rank{r}.pt") for r in range(2)]
     port = free_port()
     context = mp.get_context("spawn")
     processes = [
-        context.Process(target=_one_step_on_a_rank, args=(r, 2, port, compile_mode, outs[r]))
+        context.Process(
+            target=_one_step_on_a_rank, args=(r, 2, port, compile_mode, outs[r], poison)
+        )
         for r in range(2)
     ]
     for p in processes:
@@ -121,7 +127,14 @@ def test_one_step_on_two_ranks_equals_one_process_on_the_global_batch(tmp_path, 
     for p in processes:
         p.join(120)
         assert p.exitcode == 0
-    ranks = [torch.load(out, weights_only=True) for out in outs]
+    return [torch.load(out, weights_only=True) for out in outs]
+
+
+@pytest.mark.parametrize("compile_mode", ["eager", "jit"])
+def test_one_step_on_two_ranks_equals_one_process_on_the_global_batch(tmp_path, compile_mode):
+    from pyro_vae.evaluation import fixed_seed
+
+    ranks = _spawn_one_step(tmp_path, compile_mode)
 
     # The reference: one process, the global batch's loss as the sum of the shards' losses,
     # each with the draws its rank made.
@@ -144,6 +157,18 @@ def test_one_step_on_two_ranks_equals_one_process_on_the_global_batch(tmp_path, 
     # The reported loss is the global batch's, the same on both ranks.
     assert ranks[0]["loss"].item() == ranks[1]["loss"].item()
     assert ranks[0]["loss"].item() == pytest.approx(total.item(), rel=1e-5)
+
+
+@pytest.mark.filterwarnings("ignore:Encountered NaN")
+def test_a_non_finite_loss_on_one_rank_skips_the_step_on_every_rank(tmp_path):
+    ranks = _spawn_one_step(tmp_path, "eager", poison=True)
+    assert not ranks[0]["taken"] and not ranks[1]["taken"]
+    assert not torch.isfinite(ranks[0]["loss"]) and not torch.isfinite(ranks[1]["loss"])
+    config = small_config(hidden_dims=[32], latent_dim=4, compile="eager")
+    model, guide, *_ = _prepared(config)
+    initial = {**model.state_dict(), **{f"guide.{k}": v for k, v in guide.state_dict().items()}}
+    for rank in ranks:  # no update was made
+        assert all(torch.equal(rank["params"][name], v) for name, v in initial.items())
 
 
 # ---------------------------------------------------------------------------------------------
