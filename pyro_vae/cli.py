@@ -78,7 +78,7 @@ TRAIN_HELP = {
     "under autocast, log-probabilities stay fp32",
     "clip_norm": "clip the gradient's global norm to this value (default: no clipping)",
     "epochs": "passes over the training set (0 writes an untrained run)",
-    "batch_size": "training minibatch size",
+    "batch_size": "training minibatch size (under torchrun: the global batch, shared out)",
     "eval_batch_size": "batch size for validation and test evaluation",
     "seed": "random seed (parameters, minibatch order, dynamic binarization)",
     "device": f"device ({_one_of(DEVICES)}); auto picks cuda when a GPU is visible",

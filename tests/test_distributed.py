@@ -261,8 +261,9 @@ def _worker_pid(launcher: subprocess.Popen, rank: int) -> int | None:
 def test_a_killed_worker_restarts_the_group_which_resumes_and_finishes(tmp_path):
     run_dir = tmp_path / "run"
     flags = ["--hidden-dims", "64", "--latent-dim", "4", "--batch-size", "16", "--device", "cpu"]
-    launcher = torchrun("train", *flags, "--epochs", "12", "--quiet", "--out", str(run_dir),
-                        restarts=1)  # fmt: skip
+    flags += ["--epochs", "12", "--quiet"]
+    finished(torchrun("train", *flags, "--out", str(tmp_path / "uninterrupted")))
+    launcher = torchrun("train", *flags, "--out", str(run_dir), restarts=1)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and launcher.poll() is None:
         try:
@@ -280,6 +281,10 @@ def test_a_killed_worker_restarts_the_group_which_resumes_and_finishes(tmp_path)
     assert state["epoch"] == 12 and state["position"]["step"] == 0
     assert [row["epoch"] for row in state["history"]] == list(range(13))
     assert out.count("test ELBO:") == 1
+    # Every rank's streams were in the checkpoint: the run is the one left alone, bit for bit.
+    alone = load_checkpoint(tmp_path / "uninterrupted" / "checkpoint.pt")
+    for part in ("model", "guide"):
+        assert all(torch.equal(state[part][k], v) for k, v in alone[part].items())
 
 
 # ---------------------------------------------------------------------------------------------
