@@ -17,7 +17,9 @@ from pyro_vae.config import (
     BINARIZE_MODES,
     COMPILE_MODES,
     DEVICES,
+    LR_SCHEDULES,
     PRECISIONS,
+    RESUMABLE_CHANGES,
     TrainConfig,
     validate,
 )
@@ -27,12 +29,17 @@ from pyro_vae.errors import UserInputError
 from pyro_vae.importance import DEFAULT_MAX_ELEMENTS
 from pyro_vae.nn import ACTIVATIONS
 from pyro_vae.registry import check_names, names
+from pyro_vae.run import CHECKPOINTS
 from pyro_vae.trainer import TrainingInterrupted, resume_config
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 
 _DEFAULTS = TrainConfig()
+
+
+def _flag(field: str) -> str:
+    return "--no-download" if field == "download" else "--" + field.replace("_", "-")
 
 
 def _one_of(values: Sequence[str]) -> str:
@@ -45,6 +52,9 @@ TRAIN_HELP = {
     "data_dir": "folder holding MNIST/raw/ (or FashionMNIST/raw/, KMNIST/raw/); "
     "default $PYRO_VAE_DATA_DIR or ~/.cache/pyro-vae/data",
     "download": "do not try to download missing data files",
+    "valid_size": "training images held out for validation, the last ones (default: the data "
+    "set's: 10000 for MNIST-like sets, 5000 for cifar10, 180 for digits, 10%% of an .npz's "
+    "train array); 0: train on all, with no validation ELBO (early stopping refused)",
     "binarize": f"binarization ({_one_of(BINARIZE_MODES)}); default: the likelihood's "
     "(dynamic for bernoulli)",
     "model": f"model ({_one_of(names('model'))}); hvae has two stochastic layers",
@@ -71,7 +81,15 @@ TRAIN_HELP = {
     "elbo": f"objective ({_one_of(names('elbo'))}); meanfield uses the analytic KL where "
     "one exists, iwae the importance-weighted bound with K = --num-particles",
     "num_particles": "particles per data point (vectorized); K of the iwae bound",
-    "lr": "Adam learning rate",
+    "lr": "Adam learning rate (the initial one under --lr-schedule)",
+    "lr_schedule": f"learning rate per epoch ({_one_of(LR_SCHEDULES)}); exponential: "
+    "× --lr-decay every epoch; burda: Burda et al. 2015's 3^i epochs at lr·10^(-i/7), "
+    "i = 0..7; plateau: × --lr-decay after --lr-patience epochs without a better "
+    "validation ELBO",
+    "lr_decay": "factor of the exponential and plateau schedules",
+    "lr_patience": "plateau schedule: epochs without a better validation ELBO before a cut",
+    "early_stopping": "stop after this many epochs without a better validation ELBO, keeping "
+    "the best parameters in best.pt (0: off)",
     "compile": f"training loss ({_one_of(COMPILE_MODES)}); jit replays Pyro's JIT-traced "
     "ELBO after checking it against the eager one, and falls back to eager, saying why",
     "precision": f"network arithmetic ({_one_of(PRECISIONS)}); bf16 runs encoder and decoder "
@@ -88,7 +106,7 @@ TRAIN_HELP = {
 }
 
 
-_NONE_DEFAULT_TYPES = {"clip_norm": float, "checkpoint_minutes": float}
+_NONE_DEFAULT_TYPES = {"clip_norm": float, "checkpoint_minutes": float, "valid_size": int}
 
 
 def one_line(text: str) -> str:
@@ -108,7 +126,7 @@ def _add_train_flags(parser: argparse.ArgumentParser) -> None:
     """One flag per TrainConfig field. Defaults are SUPPRESSed, so the parsed namespace holds
     only the flags the user gave: a resumed run changes just those."""
     for f in dataclasses.fields(TrainConfig):
-        flag = "--" + f.name.replace("_", "-")
+        flag = _flag(f.name)
         default = getattr(_DEFAULTS, f.name)
         shown = " ".join(map(str, default)) if isinstance(default, list) else default
         help_text = TRAIN_HELP[f.name] + (f" (default: {shown})" if default is not None else "")
@@ -125,12 +143,30 @@ def _add_train_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_run_device(parser: argparse.ArgumentParser) -> None:
+    """The options of every command that loads a run: its device and which parameters."""
     parser.add_argument(
         "--device",
         default=None,
         metavar="DEVICE",
         help=f"override the run's device ({_one_of(DEVICES)})",
     )
+    parser.add_argument(
+        "--checkpoint",
+        default="best",
+        choices=CHECKPOINTS,
+        help="best: the parameters of the best validation ELBO where early stopping kept "
+        "them (best.pt), else the last; last: the last checkpoint (default: best)",
+    )
+
+
+def _load_run(args: argparse.Namespace):
+    """The run of ``args.run_dir``, saying once which parameters it holds."""
+    from pyro_vae import load_run
+
+    run = load_run(args.run_dir, device=args.device, checkpoint=args.checkpoint)
+    if is_main_process():
+        print(f"parameters: {run.parameters_from}")
+    return run
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -158,8 +194,8 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         metavar="RUN_DIR",
         help="continue the run in RUN_DIR from its checkpoint; of the flags above only "
-        "--epochs, --device, --data-dir, --no-download, --checkpoint-every, "
-        "--checkpoint-minutes and --skip-nonfinite may change",
+        + ", ".join(_flag(name) for name in RESUMABLE_CHANGES)
+        + " may change",
     )
     train.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -281,7 +317,8 @@ def _train(args: argparse.Namespace) -> None:
             f"{seconds:.2f} s of training, loss {final.get('compile', 'eager')}, "
             f"{run.config.precision}"
         )
-    print(f"validation ELBO: {final['valid_elbo']:.3f} nats per image")
+    if final["valid_elbo"] is not None:
+        print(f"validation ELBO: {final['valid_elbo']:.3f} nats per image")
     print(
         f"test ELBO: {final['test_elbo']:.3f} nats per image "
         f"({run.data.test.shape[0]} test images of {run.config.dataset}, "
@@ -290,7 +327,7 @@ def _train(args: argparse.Namespace) -> None:
 
 
 def _evaluate(args: argparse.Namespace) -> None:
-    from pyro_vae import evaluate, load_run, log_likelihood
+    from pyro_vae import evaluate, log_likelihood
     from pyro_vae.distributed import process_group
     from pyro_vae.importance import write_evaluation
     from pyro_vae.run import read_run_config, resolve_device
@@ -303,7 +340,7 @@ def _evaluate(args: argparse.Namespace) -> None:
     device = resolve_device(args.device or read_run_config(args.run_dir).device)
     # Under torchrun the ranks share the images out; rank 0 reports and writes.
     with process_group(device) as group:
-        run = load_run(args.run_dir, device=args.device)
+        run = _load_run(args)
         result = {"split": args.split, "dataset": run.config.dataset}
         if group.is_main:
             elbo = evaluate(run, args.split)
@@ -349,12 +386,11 @@ def _evaluate(args: argparse.Namespace) -> None:
 def _sample(args: argparse.Namespace) -> None:
     import torch
 
-    from pyro_vae import load_run
     from pyro_vae.plots import save_image_grid
 
     if args.num < 1:
         raise UserInputError(f"--num must be >= 1, got {args.num}")
-    run = load_run(args.run_dir, device=args.device)
+    run = _load_run(args)
     out = args.out or args.run_dir / f"samples-seed{args.seed}.png"
     torch.manual_seed(args.seed)
     try:
@@ -367,12 +403,12 @@ def _sample(args: argparse.Namespace) -> None:
 def _viz(args: argparse.Namespace) -> None:
     import json
 
-    from pyro_vae import load_run, visualize
+    from pyro_vae import visualize
 
     for flag, value in (("--num-pairs", args.num_pairs), ("--max-dims", args.max_dims)):
         if value < 1:
             raise UserInputError(f"{flag} must be >= 1, got {value}")
-    run = load_run(args.run_dir, device=args.device)
+    run = _load_run(args)
     missing = [c for c in args.attribute_class if not (run.data.test_labels == c).any()]
     if missing:
         raise UserInputError(

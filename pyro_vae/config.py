@@ -17,6 +17,7 @@ BINARIZE_MODES = ("dynamic", "static", "threshold", "none")
 DEVICES = ("auto", "cpu", "cuda")
 COMPILE_MODES = ("jit", "eager")  # pyro_vae.compiled
 PRECISIONS = ("fp32", "bf16")  # their dtypes: pyro_vae.nn.AUTOCAST_DTYPES
+LR_SCHEDULES = ("constant", "exponential", "burda", "plateau")  # pyro_vae.schedules
 # Fields a resumed run may change: none of them alters the parameters it computes (a JIT
 # run's are bit-identical to an eager run's, tests/test_compiled.py).
 RESUMABLE_CHANGES = (
@@ -28,6 +29,7 @@ RESUMABLE_CHANGES = (
     "checkpoint_every",
     "checkpoint_minutes",
     "skip_nonfinite",
+    "early_stopping",  # when to stop, not what a step computes
 )
 
 
@@ -38,6 +40,7 @@ class TrainConfig:
     data_dir: str | None = None  # None: $PYRO_VAE_DATA_DIR, else ~/.cache/pyro-vae/data
     download: bool = True
     binarize: str | None = None  # None: the likelihood's default ("dynamic" for bernoulli)
+    valid_size: int | None = None  # training images that validate (None: the data set's; 0: none)
     # generative model p(z) p(x|z) and guide q(z|x), each part chosen by registry name
     model: str = "vae"  # or "hvae": p(z2) p(z1|z2) p(x|z1), guide q(z1|x) q(z2|z1)
     prior: str = "standard-normal"
@@ -64,6 +67,10 @@ class TrainConfig:
     num_particles: int = 1
     kl_warmup_epochs: int = 0  # β rises linearly to 1 over this many epochs (0: β = 1)
     lr: float = 1e-3
+    lr_schedule: str = "constant"  # per epoch: exponential, burda (stepped), plateau
+    lr_decay: float = 0.95  # γ of exponential; the factor of plateau
+    lr_patience: int = 10  # plateau: epochs without a better validation ELBO before a cut
+    early_stopping: int = 0  # stop after this many epochs without a better validation ELBO
     compile: str = "jit"  # Pyro's JIT-traced ELBO (checked against the eager one), or "eager"
     precision: str = "fp32"  # "bf16": encoder/decoder matmuls under autocast, log-probs fp32
     clip_norm: float | None = None
@@ -120,7 +127,7 @@ def validate(config: TrainConfig) -> None:
         value = getattr(config, name)
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise UserInputError(f"{name} must be an integer >= 1, got {value!r}")
-    for name in ("epochs", "seed", "skip_nonfinite", "kl_warmup_epochs"):
+    for name in ("epochs", "seed", "skip_nonfinite", "kl_warmup_epochs", "early_stopping"):
         value = getattr(config, name)
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
             raise UserInputError(f"{name} must be an integer >= 0, got {value!r}")
@@ -145,11 +152,35 @@ def validate(config: TrainConfig) -> None:
         raise UserInputError(
             f"clip_norm must be a finite number > 0 or None, got {config.clip_norm!r}"
         )
+    valid = config.valid_size
+    if valid is not None and (isinstance(valid, bool) or not isinstance(valid, int) or valid < 0):
+        raise UserInputError(f"valid_size must be an integer >= 0 or None, got {valid!r}")
+    if valid == 0:
+        for name, asks in (
+            ("early_stopping", config.early_stopping > 0),
+            ("lr_schedule", config.lr_schedule == "plateau"),
+        ):
+            if asks:
+                raise UserInputError(
+                    f"{name}: {getattr(config, name)!r} chooses by the validation ELBO, and "
+                    "valid_size 0 leaves no validation images; give --valid-size N > 0 or "
+                    f"drop --{name.replace('_', '-')}"
+                )
     if config.binarize is not None and config.binarize not in BINARIZE_MODES:
         raise UserInputError(
             f"unknown binarize mode {config.binarize!r}; valid modes: {', '.join(BINARIZE_MODES)}"
         )
-    for name, valid in (("compile", COMPILE_MODES), ("precision", PRECISIONS)):
+    decay = config.lr_decay
+    if not (isinstance(decay, (int, float)) and 0 < decay < 1):
+        raise UserInputError(f"lr_decay must be a number in (0, 1), got {decay!r}")
+    patience = config.lr_patience
+    if isinstance(patience, bool) or not isinstance(patience, int) or patience < 0:
+        raise UserInputError(f"lr_patience must be an integer >= 0, got {patience!r}")
+    for name, valid in (
+        ("compile", COMPILE_MODES),
+        ("precision", PRECISIONS),
+        ("lr_schedule", LR_SCHEDULES),
+    ):
         if getattr(config, name) not in valid:
             raise UserInputError(
                 f"unknown {name} {getattr(config, name)!r}; valid values: {', '.join(valid)}"

@@ -123,9 +123,14 @@ def load_data(
     device: torch.device | str = "cpu",
     data_dir: str | os.PathLike | None = None,
     download: bool = True,
+    valid_size: int | None = None,
 ) -> ImageData:
     """Load data set ``name`` (or an ``.npz`` file of your own images, see :func:`_load_npz`),
-    binarize it and move every split to ``device``."""
+    binarize it and move every split to ``device``.
+
+    ``valid_size`` training images (the last ones) validate; None: the data set's own
+    choice; 0: none, every training image trains (the validation split is then empty).
+    """
     if name not in DATASET_NAMES and not name.endswith(".npz"):
         raise UserInputError(
             f"unknown dataset {name!r}; valid datasets: {', '.join(DATASET_NAMES)}, "
@@ -136,14 +141,20 @@ def load_data(
             f"unknown binarize mode {binarize!r}; valid modes: {', '.join(BINARIZE_MODES)}"
         )
     if name == "digits":
-        splits = _load_digits()
+        (train, train_y), (test, test_y), n_valid = _load_digits()
     elif name.endswith(".npz"):
-        splits = _load_npz(Path(name).expanduser())
+        (train, train_y), (test, test_y), n_valid = _load_npz(Path(name).expanduser(), valid_size)
     else:
-        splits = _load_torchvision(
-            name, Path(data_dir) if data_dir else default_data_dir(), download
+        root = Path(data_dir) if data_dir else default_data_dir()
+        (train, train_y), (test, test_y), n_valid = _load_torchvision(name, root, download)
+    n_valid = n_valid if valid_size is None else valid_size
+    if not 0 <= n_valid < train.shape[0]:
+        raise UserInputError(
+            f"{n_valid} validation images leave no training image of the {train.shape[0]} of "
+            f"{name}; use --valid-size between 0 and {train.shape[0] - 1}"
         )
-    (train, train_y), (valid, valid_y), (test, test_y) = splits
+    cut = train.shape[0] - n_valid  # the last n_valid training images validate
+    (train, train_y), (valid, valid_y) = (train[:cut], train_y[:cut]), (train[cut:], train_y[cut:])
     # Each split has its own fixed seed, so the test set's draw is the same in every mode.
     if binarize in ("static", "threshold"):
         train = _binarize_once(train, binarize, EVAL_BINARIZATION_SEED)
@@ -174,7 +185,8 @@ def _binarize_once(images: torch.Tensor, mode: str, seed: int) -> torch.Tensor:
 def _load_digits() -> tuple:
     """scikit-learn's bundled 8x8 digits (UCI, 1,797 images, grey levels 0..16).
 
-    A fixed permutation splits it into 1,257 training, 180 validation and 360 test images.
+    A fixed permutation splits it into 1,437 training images (the last 180 of which
+    validate by default) and 360 test images.
     """
     from sklearn.datasets import load_digits
 
@@ -184,9 +196,8 @@ def _load_digits() -> tuple:
     order = torch.randperm(images.shape[0], generator=torch.Generator().manual_seed(0))
     images, labels = images[order], labels[order]
     n_test, n_valid = 360, 180
-    n_train = images.shape[0] - n_test - n_valid
-    cut = (slice(0, n_train), slice(n_train, n_train + n_valid), slice(n_train + n_valid, None))
-    return tuple((images[c], labels[c]) for c in cut)
+    cut = images.shape[0] - n_test
+    return (images[:cut], labels[:cut]), (images[cut:], labels[cut:]), n_valid
 
 
 def _images_from_array(array, key: str, path: Path) -> torch.Tensor:
@@ -216,10 +227,13 @@ def _images_from_array(array, key: str, path: Path) -> torch.Tensor:
     return torch.from_numpy(np.rint(array * 255).astype(np.uint8))
 
 
-def _load_npz(path: Path) -> tuple:
+def _load_npz(path: Path, valid_size: int | None = None) -> tuple:
     """Your own images: an .npz with arrays ``train`` and ``test``, optionally ``valid`` and
     ``train_labels``/``valid_labels``/``test_labels``. Without ``valid``, the last 10% of
-    ``train`` is the validation split."""
+    ``train`` is the validation split (``valid_size`` images, where given).
+
+    Returns the training images (a ``valid`` array appended), the test images and how many
+    of the training images validate, as :func:`load_data` splits them."""
     import numpy as np
 
     if not path.is_file():
@@ -233,17 +247,21 @@ def _load_npz(path: Path) -> tuple:
         raise UserInputError(
             f"{path} has no {' or '.join(missing)} array (it has: {', '.join(arrays) or 'none'})"
         )
+    if "valid" in arrays and valid_size is not None:
+        raise UserInputError(
+            f"{path} has a valid array of its own; --valid-size splits only a train array "
+            "without one"
+        )
     images = {
         k: _images_from_array(arrays[k], k, path) for k in ("train", "valid", "test") if k in arrays
     }
     shapes = {k: tuple(v.shape[1:]) for k, v in images.items()}
     if len(set(shapes.values())) > 1:
         raise UserInputError(f"{path}: the splits' image shapes differ ({shapes})")
-    if "valid" not in images:
-        n_valid = max(1, images["train"].shape[0] // 10)
-        images["valid"], images["train"] = images["train"][-n_valid:], images["train"][:-n_valid]
-    splits = []
-    for key in ("train", "valid", "test"):
+    if min(images[k].shape[0] for k in images) < 1:
+        raise UserInputError(f"{path}: every split needs at least one image")
+    splits = {}
+    for key in images:
         labels = arrays.get(f"{key}_labels")
         n = images[key].shape[0]
         labels = torch.full((n,), -1) if labels is None else torch.as_tensor(labels).long()
@@ -251,10 +269,12 @@ def _load_npz(path: Path) -> tuple:
             raise UserInputError(
                 f"{path}: {key}_labels has shape {tuple(labels.shape)}, not ({n},)"
             )
-        splits.append((images[key], labels))
-    if min(images[k].shape[0] for k in images) < 1:
-        raise UserInputError(f"{path}: every split needs at least one image")
-    return tuple(splits)
+        splits[key] = (images[key], labels)
+    if "valid" not in splits:
+        return splits["train"], splits["test"], max(1, images["train"].shape[0] // 10)
+    (train, train_y), (valid, valid_y) = splits["train"], splits["valid"]
+    joined = (torch.cat([train, valid]), torch.cat([train_y, valid_y]))
+    return joined, splits["test"], valid.shape[0]
 
 
 def _resolve_root(data_dir: Path, folder: str) -> Path:
@@ -304,9 +324,4 @@ def _load_torchvision(name: str, data_dir: Path, download: bool) -> tuple:
         ) from None
     train_x, train_y = _as_images(train_set.data), torch.as_tensor(train_set.targets).long()
     test_x, test_y = _as_images(test_set.data), torch.as_tensor(test_set.targets).long()
-    n_train = train_x.shape[0] - source.validation_size
-    return (
-        (train_x[:n_train], train_y[:n_train]),
-        (train_x[n_train:], train_y[n_train:]),
-        (test_x, test_y),
-    )
+    return (train_x, train_y), (test_x, test_y), source.validation_size

@@ -156,6 +156,14 @@ class ProcessGroup:
         dist.all_reduce(counts)
         return tuple(bool(c > 0) for c in counts.tolist())
 
+    def from_main(self, value: Any) -> Any:
+        """Rank 0's ``value`` (picklable) on every rank."""
+        if not self.is_parallel:
+            return value
+        box = [value]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+
     def gather(self, value: Any) -> list[Any]:
         """Every rank's ``value`` (picklable, CPU), in rank order, on every rank."""
         if not self.is_parallel:

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from pyro_vae.data import ImageData
+from pyro_vae.errors import UserInputError
 
 EVAL_SEED = 0
 
@@ -55,6 +56,11 @@ def elbo_per_datapoint(
     Always the standard single-sample Trace_ELBO, whatever objective trained the run, so
     the number compares across objectives (an IWAE-trained run is not credited its bound).
     """
+    if not len(data.split(split)):
+        raise UserInputError(
+            f"the {split} split of this run is empty (trained with --valid-size 0?); "
+            "evaluate another split"
+        )
     elbo = pyro.infer.Trace_ELBO(max_plate_nesting=1)
     was_training = model.training, guide.training
     model.eval()

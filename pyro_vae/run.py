@@ -2,6 +2,7 @@
 
 RUN_DIR/config.json          the TrainConfig, as plain JSON
 RUN_DIR/checkpoint.pt        parameters, optimizer and RNG states, epoch (see checkpoint.py)
+RUN_DIR/best.pt              with --early-stopping: the parameters of the best validation ELBO
 RUN_DIR/metrics.jsonl        one JSON row per epoch: train/valid/test ELBO, seconds
 RUN_DIR/samples.png          decoder means of z ~ p(z)
 RUN_DIR/reconstructions.png  test images above their reconstructions
@@ -27,6 +28,8 @@ from pyro_vae.plots import save_curves, save_image_grid, save_reconstructions
 from pyro_vae.registry import build_vae, check_names, lookup
 
 CONFIG_NAME = "config.json"
+BEST_NAME = "best.pt"
+CHECKPOINTS = ("best", "last")  # which parameters load_run takes
 METRICS_NAME = "metrics.jsonl"
 
 
@@ -40,6 +43,7 @@ class Run:
     data: ImageData
     run_dir: Path | None = None
     history: list[dict] = field(default_factory=list)
+    parameters_from: str = ""  # "epoch N, best validation ELBO (best.pt)", say
 
     @property
     def test_elbo(self) -> float | None:
@@ -88,7 +92,9 @@ def prepare(config: TrainConfig) -> tuple[ImageData, VAEModel, nn.Module]:
             "arithmetic; use --precision fp32"
         )
     binarize = resolve_binarize(config)
-    data = load_data(config.dataset, binarize, device, config.data_dir, config.download)
+    data = load_data(
+        config.dataset, binarize, device, config.data_dir, config.download, config.valid_size
+    )
     model, guide = build_vae(config, data.image_shape)
     for split in ("train", "valid", "test"):
         model.likelihood.check_support(data.split(split), binarize)
@@ -122,16 +128,24 @@ def read_history(run_dir: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def load_run(run_dir: str | Path, device: str | None = None) -> Run:
-    """Rebuild a run from its folder: config, data, and the parameters of its checkpoint.
+def load_run(run_dir: str | Path, device: str | None = None, checkpoint: str = "best") -> Run:
+    """Rebuild a run from its folder: config, data, and the parameters of a checkpoint.
 
     ``device`` overrides the device the run was trained on (``"cpu"`` to inspect a GPU run).
+    ``checkpoint="best"`` takes best.pt where early stopping wrote one (the parameters of the
+    best validation ELBO), else the last checkpoint; ``"last"`` always the last.
     """
+    if checkpoint not in CHECKPOINTS:
+        raise UserInputError(
+            f"unknown checkpoint {checkpoint!r}; valid values: {', '.join(CHECKPOINTS)}"
+        )
     run_dir = Path(run_dir)
     config = read_run_config(run_dir)
     if device is not None:
         config.device = device
-    state = load_checkpoint(run_dir / CHECKPOINT_NAME)
+    best = checkpoint == "best" and (run_dir / BEST_NAME).is_file()
+    name = BEST_NAME if best else CHECKPOINT_NAME
+    state = load_checkpoint(run_dir / name)
     data, model, guide = prepare(config)
     try:
         model.load_state_dict(state["model"])
@@ -141,7 +155,9 @@ def load_run(run_dir: str | Path, device: str | None = None) -> Run:
         raise UserInputError(
             f"the checkpoint in {run_dir} does not fit the model of its config.json ({reason})"
         ) from None
-    return Run(config, model, guide, data, run_dir, read_history(run_dir))
+    which = "best validation ELBO" if best else "last"
+    source = f"epoch {state['epoch']}, {which} ({name})"
+    return Run(config, model, guide, data, run_dir, read_history(run_dir), source)
 
 
 def write_images(run: Run, out_dir: Path, num_images: int = 64) -> None:

@@ -5,6 +5,7 @@
     Trainer.fit()               epoch 0's evaluation, then for each epoch:
       Trainer.run_epoch()         the epoch's SVI steps (``pyro_vae.svi``), from where it left off
       Trainer.evaluate_row()      validation and test ELBO, one row of metrics.jsonl
+      pyro_vae.schedules          the epoch's learning-rate step; early stopping (best.pt)
       CheckpointSchedule          whether a checkpoint is due: every N epochs, every M minutes,
                                   at the end, on a stop request
       Trainer.write_checkpoint()  what one holds: parameters, optimizer, position, RNG streams
@@ -65,6 +66,7 @@ from pyro_vae.evaluation import elbo_per_datapoint, fixed_seed, stream_seed
 from pyro_vae.objectives import LatentScale, warmup_beta
 from pyro_vae.registry import make_elbo
 from pyro_vae.run import (
+    BEST_NAME,
     CONFIG_NAME,
     METRICS_NAME,
     Run,
@@ -73,6 +75,7 @@ from pyro_vae.run import (
     resolve_device,
     write_images,
 )
+from pyro_vae.schedules import best_epoch, make_scheduler, patience_exhausted, step_scheduler
 from pyro_vae.svi import (
     NonFiniteLossError,
     adam,
@@ -305,7 +308,7 @@ def build_loss(
         constants = lambda: (warmup.beta,)  # noqa: E731 - β is frozen into a JIT trace
     else:
         program, constants = (model, guide), tuple
-    probe = next(data.eval_batches("valid", 8))
+    probe = check_batch[:8]  # a training batch (a run may have no validation split)
     with pyro.validation_enabled(True), torch.no_grad(), fixed_seed(0, data.device):  # no RNG moves
         objective(*program)(probe)
         if config.elbo == "meanfield":
@@ -333,6 +336,7 @@ class Trainer:
     generator: torch.Generator  # the epochs' permutations: the same on every rank
     binarizer: torch.Generator  # dynamic binarization: this rank's own (one process: generator)
     schedule: CheckpointSchedule
+    scheduler: object = None  # the learning-rate schedule (pyro_vae.schedules), if any
     history: list[dict] = field(default_factory=list)
     position: Position = field(default_factory=Position)
 
@@ -389,6 +393,9 @@ class Trainer:
         schedule = CheckpointSchedule(
             config.checkpoint_every, config.checkpoint_minutes, config.epochs
         )
+        scheduler = make_scheduler(
+            config.lr_schedule, optimizer, config.lr_decay, config.lr_patience
+        )
         trainer = cls(
             config=config,
             run_dir=run_dir,
@@ -404,12 +411,15 @@ class Trainer:
             generator=generator,
             binarizer=binarizer,
             schedule=schedule,
+            scheduler=scheduler,
         )
         trainer.start_streams(state)
         if state is not None:
             model.load_state_dict(state["model"])
             guide.load_state_dict(state["guide"])
             optimizer.load_state_dict(state["optimizer"])
+            if scheduler is not None:
+                scheduler.load_state_dict(state["scheduler"])
             trainer.history = list(state["history"])
             position = Position(**state["position"])
             position.order = position.order.to(device) if position.order is not None else None
@@ -482,8 +492,22 @@ class Trainer:
                 "optimizer": self.optimizer.state_dict(),
                 **streams,
             }
+            if self.scheduler is not None:
+                state["scheduler"] = self.scheduler.state_dict()
             save_checkpoint(self.run_dir / CHECKPOINT_NAME, state)
         self.schedule.written()
+
+    def write_best(self) -> None:
+        """best.pt: the parameters of the best validation ELBO so far (early stopping)."""
+        if self.group.is_main:
+            state = {
+                "config": self.config.to_dict(),
+                "epoch": self.history[-1]["epoch"],
+                "history": self.history,
+                "model": self.model.state_dict(),
+                "guide": self.guide.state_dict(),
+            }
+            save_checkpoint(self.run_dir / BEST_NAME, state)
 
     def write_metrics(self) -> None:
         # Rewritten whole from the history, so a resumed run's file matches its checkpoint.
@@ -494,21 +518,26 @@ class Trainer:
     def evaluate_row(self, epoch: int, train_elbo: float | None, seconds: float | None) -> dict:
         """One row of metrics.jsonl. train_elbo is minus the training objective (β-weighted
         during warm-up; the IWAE bound under --elbo iwae); the validation and test columns are
-        always Trace_ELBO, computed by rank 0 alone."""
+        always Trace_ELBO, computed by rank 0 alone and sent to the others, so that every
+        rank takes the decisions that depend on them alike."""
         row = {"epoch": epoch, "train_elbo": train_elbo, "seconds": seconds}
         # The loss that ran: "eager" too once a failed JIT replay has handed over.
         fell_back = self.compile_mode == "jit" and self.loss.eager is not None
         row["compile"] = "eager" if fell_back else self.compile_mode
         row["kl_weight"] = warmup_beta(epoch, self.config.kl_warmup_epochs) if epoch else None
+        if self.scheduler is not None:  # the rate the epoch trained with
+            row["lr"] = self.optimizer.param_groups[0]["lr"] if epoch else None
+        if not self.group.is_main:  # rank 0 evaluates; every rank keeps its row
+            return self.group.from_main(None)
         for split in ("valid", "test"):
-            row[f"{split}_elbo"] = (
+            row[f"{split}_elbo"] = (  # None where --valid-size 0 left no validation images
                 elbo_per_datapoint(
                     self.model, self.guide, self.data, split, self.config.eval_batch_size
                 )
-                if self.group.is_main
+                if len(self.data.split(split))
                 else None
             )
-        return row
+        return self.group.from_main(row)
 
     def skip_or_stop(self, epoch: int, step: int, x: torch.Tensor) -> None:
         """A non-finite step: skipped while ``skip_nonfinite`` allows, else the run stops."""
@@ -527,9 +556,12 @@ class Trainer:
     def fit(self, progress: bool = True) -> Run:
         """Train to ``config.epochs``, evaluating and checkpointing as scheduled."""
         config = self.config
+        patience = config.early_stopping
         if not self.history:  # epoch 0, the untrained model, is evaluated and checkpointed
             self.history.append(self.evaluate_row(0, None, None))
             self.write_checkpoint()
+            if patience:
+                self.write_best()
         self.write_metrics()
         steps_per_epoch = math.ceil(self.data.train.shape[0] / config.batch_size)
         done = min(self.position.epochs_done, config.epochs) * steps_per_epoch + self.position.step
@@ -544,21 +576,30 @@ class Trainer:
         self.schedule.written()
         with bar, pyro.validation_enabled(False), stop_requests() as stop:
             for epoch in range(self.position.epochs_done + 1, config.epochs + 1):
+                if patience_exhausted(self.history, patience):
+                    break  # a resumed run that had stopped early
                 train_elbo, seconds = self.run_epoch(epoch, bar, stop)
                 self.position = Position(epochs_done=epoch, skipped=self.position.skipped)
                 self.history.append(self.evaluate_row(epoch, train_elbo, seconds))
                 self.write_metrics()
+                step_scheduler(self.scheduler, self.history[-1]["valid_elbo"])
+                if patience and best_epoch(self.history) == epoch:
+                    self.write_best()
+                stopping_early = patience_exhausted(self.history, patience)
                 (stopping,) = self.group.any(stop.is_set())
-                if self.schedule.epoch_end_due(epoch, stopping):
+                if self.schedule.epoch_end_due(epoch, stopping or stopping_early):
                     self.write_checkpoint()
                 if not bar.disable:
                     valid = self.history[-1]["valid_elbo"]
-                    bar.set_postfix(epoch=epoch, train=f"{train_elbo:.2f}", valid=f"{valid:.2f}")
+                    shown = {"valid": f"{valid:.2f}"} if valid is not None else {}
+                    bar.set_postfix(epoch=epoch, train=f"{train_elbo:.2f}", **shown)
                 if stopping:
                     raise TrainingInterrupted(
                         f"interrupted after epoch {epoch}; continue with: "
                         f"pyro-vae train --resume {self.run_dir}"
                     )
+                if stopping_early:
+                    break
         run = Run(config, self.model, self.guide, self.data, self.run_dir, self.history)
         if self.group.is_main:
             write_images(run, self.run_dir)
@@ -623,7 +664,7 @@ def train(
     fields in ``RESUMABLE_CHANGES``, such as ``epochs``). Under torchrun every process calls
     this with the same arguments; a worker group that torchrun restarted after a failure
     (``--max-restarts``) continues the run it began in ``run_dir``. Returns the trained
-    :class:`Run` (on ranks other than 0, its history lacks the validation and test ELBOs).
+    :class:`Run` (the last parameters; with early stopping, best.pt holds the best).
     """
     if not resume and run_dir is not None and is_restart() and holds_run(Path(run_dir)):
         resume = True

@@ -101,6 +101,24 @@ def test_mnist_from_the_shared_copy(given):
     assert data.test_labels[:5].tolist() == [7, 2, 1, 0, 4]  # the canonical first test labels
 
 
+@needs_mnist
+def test_valid_size_zero_trains_on_all_60000_mnist_images():
+    data = load_data("mnist", "static", data_dir=SHARED_DATA, download=False, valid_size=0)
+    assert [data.split(s).shape[0] for s in ("train", "valid", "test")] == [60_000, 0, 10_000]
+
+
+def test_valid_size_takes_the_last_training_images():
+    default = load_data("digits", "none")
+    assert [default.split(s).shape[0] for s in ("train", "valid", "test")] == [1257, 180, 360]
+    every = torch.cat([default.train, default.valid])
+    for size in (0, 1, 300):
+        data = load_data("digits", "none", valid_size=size)
+        assert torch.equal(torch.cat([data.train, data.valid]), every)
+        assert data.valid.shape[0] == size and torch.equal(data.test, default.test)
+    with pytest.raises(UserInputError, match="between 0 and 1436"):
+        load_data("digits", "none", valid_size=1437)
+
+
 def write_npz(path, **arrays):
     import numpy as np
 
@@ -119,6 +137,16 @@ def test_own_images_from_an_npz_file(tmp_path):
     assert data.test_labels.tolist() == list(range(10))
     grey = load_data(path, "none")
     assert torch.equal(grey.test, (test * 255).round().to(torch.uint8).unsqueeze(1))
+
+
+def test_an_npz_valid_array_and_valid_size_conflict(tmp_path):
+    images = torch.rand(4, 3, 3)
+    path = write_npz(tmp_path / "v.npz", train=images, valid=images, test=images)
+    assert load_data(path, "none").valid.shape[0] == 4
+    with pytest.raises(UserInputError, match="has a valid array of its own"):
+        load_data(path, "none", valid_size=2)
+    no_valid = write_npz(tmp_path / "t.npz", train=images, test=images)
+    assert load_data(no_valid, "none", valid_size=2).train.shape[0] == 2
 
 
 @pytest.mark.parametrize(
