@@ -244,6 +244,17 @@ def test_distributed_evaluation_equals_one_process(single_and_parallel, tmp_path
     )
 
 
+def test_ranks_stop_early_together_on_rank_0s_validation_elbo(tmp_path):
+    flags = [*TRAIN_FLAGS, "--lr", "0.03", "--early-stopping", "2", "--lr-schedule", "plateau"]
+    run_dir = tmp_path / "run"
+    finished(torchrun("train", *flags, "--epochs", "40", "--quiet", "--out", str(run_dir)))
+    state = load_checkpoint(run_dir / "checkpoint.pt")
+    history = state["history"]
+    assert history[-1]["epoch"] < 40
+    assert history[-1]["epoch"] - load_checkpoint(run_dir / "best.pt")["epoch"] == 2
+    assert state["scheduler"]["last_epoch"] == history[-1]["epoch"]
+
+
 def _worker_pid(launcher: subprocess.Popen, rank: int) -> int | None:
     for child in Path("/proc").glob("[0-9]*"):
         try:
