@@ -79,7 +79,9 @@ TRAIN_HELP = {
     "mixture_components": "components of the mixture guide",
     "kl_warmup_epochs": "KL warm-up: β rises linearly from 1/N to 1 over N epochs (0: none)",
     "elbo": f"objective ({_one_of(names('elbo'))}); meanfield uses the analytic KL where "
-    "one exists, iwae the importance-weighted bound with K = --num-particles",
+    "one exists, iwae the importance-weighted bound with K = --num-particles, iwae-dreg "
+    "the same with doubly reparameterized guide gradients, stl the ELBO with sticking-the-"
+    "landing guide gradients",
     "num_particles": "particles per data point (vectorized); K of the iwae bound",
     "lr": "Adam learning rate (the initial one under --lr-schedule)",
     "lr_schedule": f"learning rate per epoch ({_one_of(LR_SCHEDULES)}); exponential: "

@@ -26,7 +26,7 @@ from torch import nn
 
 from pyro_vae.config import COMPILE_MODES
 from pyro_vae.evaluation import fixed_seed, preserved_rng
-from pyro_vae.objectives import IWAE_ELBO
+from pyro_vae.objectives import IWAE_ELBO, STL_ELBO
 
 # Each eager ELBO of the registry and Pyro's traced form of the same estimator; None: the
 # ELBO's own differentiable_loss is tensor arithmetic throughout (no .item()), so
@@ -35,6 +35,9 @@ JIT_FORMS: dict[type, type | None] = {
     pyro.infer.Trace_ELBO: pyro.infer.JitTrace_ELBO,
     pyro.infer.TraceMeanField_ELBO: pyro.infer.JitTraceMeanField_ELBO,
     IWAE_ELBO: None,
+    STL_ELBO: None,
+    # DReG_IWAE_ELBO has none: its gradient scaling reads weights computed after the codes
+    # are drawn, a Python side effect that a trace would freeze (the check catches it).
 }
 
 

@@ -77,13 +77,17 @@ def log_importance_weights(
     with pyro.plate("particles", num_particles, dim=-2):
         guide_trace = poutine.trace(guide).get_trace(x)
         model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(x)
-    shape = (num_particles, x.shape[0])
-    log_w = torch.zeros(shape, device=x.device)
-    for sign, program, trace in ((1, "model", model_trace), (-1, "guide", guide_trace)):
-        for site in _data_plate_sites(trace, program):
-            log_prob = site["fn"].log_prob(site["value"]).expand(shape)
-            log_w = log_w + sign * site["scale"] * log_prob
-    return log_w
+    log_w = site_log_probs(model_trace, "model") - site_log_probs(guide_trace, "guide")
+    return log_w.expand(num_particles, x.shape[0])
+
+
+def site_log_probs(trace, program: str) -> torch.Tensor:
+    """Σ over the sample sites of a particle-plate ``trace`` of scale · log-probability, per
+    particle and data point: shape ``(K, N)``."""
+    total = 0
+    for site in _data_plate_sites(trace, program):
+        total = total + site["scale"] * site["fn"].log_prob(site["value"])
+    return total
 
 
 class _OutputSizes(TorchDispatchMode):

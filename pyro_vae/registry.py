@@ -54,7 +54,7 @@ from models import (
 from pyro_vae.config import TrainConfig
 from pyro_vae.errors import UserInputError
 from pyro_vae.nn import compute_in
-from pyro_vae.objectives import IWAE_ELBO
+from pyro_vae.objectives import IWAE_ELBO, STL_ELBO, DReG_IWAE_ELBO
 
 
 def _flow(kind: str) -> Callable:
@@ -135,6 +135,8 @@ REGISTRY: dict[str, dict[str, Callable]] = {
         "meanfield": _elbo(pyro.infer.TraceMeanField_ELBO),
         # Importance-weighted bound per data point, K = num_particles.
         "iwae": IWAE_ELBO,
+        "iwae-dreg": DReG_IWAE_ELBO,
+        "stl": STL_ELBO,
     },
 }
 
