@@ -268,3 +268,24 @@ def test_new_estimators_train_with_the_registry_guides(tmp_path, elbo):
             progress=False,
         )
         assert run.history[-1]["test_elbo"] > run.history[0]["test_elbo"] + 5
+
+
+def test_dreg_equals_tuckers_formula_written_out_by_hand(lg):
+    """-Σ w̃² log w with q's parameters held fixed in log q (Tucker et al. 2019, eq. 8), on
+    the draws the Pyro program makes."""
+    from tests.linear_gaussian import SIGMA
+
+    guide, x, k = LearnedGaussianGuide(lg), lg.sample(3, seed=5), 4
+    ours, _ = gradients(DReG_IWAE_ELBO(k), lg, guide, x, 11)
+    pyro.set_rng_seed(11)
+    loc = x.reshape(3, -1) @ guide.M + guide.c
+    scale_tril = torch.tril(guide.L)
+    z = dist.MultivariateNormal(loc, scale_tril=scale_tril).expand((k, 3)).rsample()
+    fixed_q = dist.MultivariateNormal(loc.detach(), scale_tril=scale_tril.detach())
+    decoded = z @ lg.W.T + lg.b
+    log_p = dist.Normal(0.0, 1.0).log_prob(z).sum(-1)
+    log_p = log_p + dist.Normal(decoded, SIGMA).log_prob(x.reshape(3, -1)).sum(-1)
+    log_w = log_p - fixed_q.log_prob(z)
+    weights = torch.softmax(log_w.detach(), 0)
+    by_hand = torch.autograd.grad(-(weights**2 * log_w).sum(), list(guide.parameters()))
+    assert torch.allclose(ours, torch.cat([g.reshape(-1) for g in by_hand]), atol=1e-4, rtol=1e-5)
