@@ -15,15 +15,21 @@ from pyro_vae.nn import ResidualBlock, activation, flat_batch, halvings, mlp
 
 
 class MLPEncoder(nn.Module):
-    """Fully connected encoder: flattened image -> hidden layers (activated) -> features."""
+    """Fully connected encoder: flattened image -> hidden layers (activated) -> features.
+    ``gated``: gated dense layers (``pyro_vae.nn.GatedDense``) instead of activations."""
 
     def __init__(
-        self, image_shape: Sequence[int], hidden_dims: Sequence[int], activation: str = "softplus"
+        self,
+        image_shape: Sequence[int],
+        hidden_dims: Sequence[int],
+        activation: str = "softplus",
+        gated: bool = False,
     ):
         super().__init__()
         self.image_shape = tuple(image_shape)
         self.out_features = hidden_dims[-1]
-        self.net = mlp([math.prod(self.image_shape), *hidden_dims], activation, activate_last=True)
+        sizes = [math.prod(self.image_shape), *hidden_dims]
+        self.net = mlp(sizes, activation, activate_last=True, gated=gated)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x.flatten(-len(self.image_shape)))

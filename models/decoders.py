@@ -16,7 +16,8 @@ from pyro_vae.nn import ResidualBlock, activation, flat_batch, halvings, mlp
 
 
 class MLPDecoder(nn.Module):
-    """Fully connected decoder: z -> hidden layers -> flat parameters -> ``param_shape``."""
+    """Fully connected decoder: z -> hidden layers -> flat parameters -> ``param_shape``.
+    ``gated``: gated dense hidden layers (``pyro_vae.nn.GatedDense``), a linear head."""
 
     def __init__(
         self,
@@ -24,12 +25,13 @@ class MLPDecoder(nn.Module):
         param_shape: Sequence[int],
         hidden_dims: Sequence[int],
         activation: str = "softplus",
+        gated: bool = False,
     ):
         super().__init__()
         self.param_shape = tuple(param_shape)
         # Hidden layers are listed encoder-side first; the decoder mirrors them.
         sizes = [latent_dim, *reversed(hidden_dims), math.prod(self.param_shape)]
-        self.net = mlp(sizes, activation, activate_last=False)
+        self.net = mlp(sizes, activation, activate_last=False, gated=gated)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return self.net(z).unflatten(-1, self.param_shape)

@@ -33,16 +33,37 @@ def positive(raw: torch.Tensor, minimum: float = 1e-6) -> torch.Tensor:
     return nn.functional.softplus(raw) + minimum
 
 
-def mlp(sizes: Sequence[int], activation_name: str, activate_last: bool) -> nn.Sequential:
+class GatedDense(nn.Module):
+    """h = (Wx + b) ⊙ σ(Vx + c): a gated linear unit (Dauphin et al. 2017), the dense layer
+    of the VampPrior paper's networks (Tomczak & Welling 2018, "VAE with a VampPrior")."""
+
+    def __init__(self, in_features: int, out_features: int):
+        super().__init__()
+        self.linear = nn.Linear(in_features, out_features)
+        self.gate = nn.Linear(in_features, out_features)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear(x) * torch.sigmoid(self.gate(x))
+
+
+def mlp(
+    sizes: Sequence[int], activation_name: str, activate_last: bool, gated: bool = False
+) -> nn.Sequential:
     """Linear layers ``sizes[0] -> sizes[1] -> ...``, the activation between them.
 
     ``activate_last`` also applies it after the final layer (a feature extractor), rather
-    than leaving the final layer linear (a parameter head).
+    than leaving the final layer linear (a parameter head). ``gated``: each activated layer
+    is a :class:`GatedDense` instead (its gate is the nonlinearity; ``activation_name`` is
+    not used).
     """
     layers: list[nn.Module] = []
     for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+        activated = activate_last or i < len(sizes) - 2
+        if gated and activated:
+            layers.append(GatedDense(n_in, n_out))
+            continue
         layers.append(nn.Linear(n_in, n_out))
-        if activate_last or i < len(sizes) - 2:
+        if activated:
             layers.append(activation(activation_name))
     return nn.Sequential(*layers)
 

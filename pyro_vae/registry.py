@@ -92,6 +92,10 @@ REGISTRY: dict[str, dict[str, Callable]] = {
         "conv": lambda config, shape: ConvEncoder(
             shape, config.conv_channels, config.hidden_dims[-1], config.activation
         ),
+        # The VampPrior paper's networks: gated dense layers (--activation unused).
+        "gated-mlp": lambda config, shape: MLPEncoder(
+            shape, config.hidden_dims, config.activation, gated=True
+        ),
     },
     "guide": {
         "diag-normal": lambda config, encoder, dim: DiagNormalGuide(encoder, dim),
@@ -127,6 +131,9 @@ REGISTRY: dict[str, dict[str, Callable]] = {
         ),
         "conv": lambda config, dim, param_shape: ConvDecoder(
             dim, param_shape, config.conv_channels, config.hidden_dims[-1], config.activation
+        ),
+        "gated-mlp": lambda config, dim, param_shape: MLPDecoder(
+            dim, param_shape, config.hidden_dims, config.activation, gated=True
         ),
     },
     "elbo": {

@@ -5,9 +5,11 @@ import dataclasses
 import pytest
 import torch
 
+from pyro_vae import train
 from pyro_vae.importance import importance_log_likelihood
-from pyro_vae.nn import compute_in, mlp, positive
+from pyro_vae.nn import GatedDense, compute_in, mlp, positive
 from pyro_vae.registry import build_vae
+from tests.conftest import small_config
 
 
 def test_positive_is_softplus_kept_off_zero():
@@ -43,3 +45,23 @@ def test_bf16_networks_move_the_test_log_likelihood_by_under_a_tenth_of_a_nat(tr
     moved = bf16.summary["log_likelihood"] - fp32.summary["log_likelihood"]
     assert abs(moved) < 0.1
     assert bf16.summary["log_likelihood"] != pytest.approx(fp32.summary["log_likelihood"], 1e-9)
+
+
+def test_gated_dense_is_a_linear_unit_times_its_sigmoid_gate():
+    torch.manual_seed(0)
+    layer = GatedDense(5, 3)
+    x = torch.randn(4, 5)
+    expected = (x @ layer.linear.weight.T + layer.linear.bias) * torch.sigmoid(
+        x @ layer.gate.weight.T + layer.gate.bias
+    )
+    assert torch.allclose(layer(x), expected)
+    head = mlp([5, 7, 3], "relu", activate_last=False, gated=True)
+    assert [type(m).__name__ for m in head] == ["GatedDense", "Linear"]
+    features = mlp([5, 7, 3], "relu", activate_last=True, gated=True)
+    assert [type(m).__name__ for m in features] == ["GatedDense", "GatedDense"]
+
+
+def test_the_vampprior_papers_gated_networks_train(tmp_path):
+    config = small_config(encoder="gated-mlp", decoder="gated-mlp", prior="vamp", epochs=2)
+    run = train(config, run_dir=tmp_path / "run", progress=False)
+    assert run.history[-1]["test_elbo"] > run.history[0]["test_elbo"] + 5
