@@ -127,7 +127,15 @@ def validate(config: TrainConfig) -> None:
         value = getattr(config, name)
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise UserInputError(f"{name} must be an integer >= 1, got {value!r}")
-    for name in ("epochs", "seed", "skip_nonfinite", "kl_warmup_epochs", "early_stopping"):
+    non_negative_ints = (
+        "epochs",
+        "seed",
+        "skip_nonfinite",
+        "kl_warmup_epochs",
+        "early_stopping",
+        "lr_patience",
+    )
+    for name in non_negative_ints:
         value = getattr(config, name)
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
             raise UserInputError(f"{name} must be an integer >= 0, got {value!r}")
@@ -173,9 +181,6 @@ def validate(config: TrainConfig) -> None:
     decay = config.lr_decay
     if not (isinstance(decay, (int, float)) and 0 < decay < 1):
         raise UserInputError(f"lr_decay must be a number in (0, 1), got {decay!r}")
-    patience = config.lr_patience
-    if isinstance(patience, bool) or not isinstance(patience, int) or patience < 0:
-        raise UserInputError(f"lr_patience must be an integer >= 0, got {patience!r}")
     for name, valid in (
         ("compile", COMPILE_MODES),
         ("precision", PRECISIONS),

@@ -21,6 +21,7 @@ k̂ > 0.7 means the weights' tail is too heavy for the estimate to be trusted.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import math
@@ -74,11 +75,28 @@ def log_importance_weights(
     log-probability is multiplied by its Pyro ``scale``, which is 1 unless a handler such as
     KL warm-up's :class:`~pyro_vae.objectives.LatentScale` set it.
     """
-    with pyro.plate("particles", num_particles, dim=-2):
-        guide_trace = poutine.trace(guide).get_trace(x)
-        model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(x)
+    model_trace, guide_trace = particle_traces(model, guide, x, num_particles)
     log_w = site_log_probs(model_trace, "model") - site_log_probs(guide_trace, "guide")
     return log_w.expand(num_particles, x.shape[0])
+
+
+def particle_traces(
+    model: Callable,
+    guide: Callable,
+    x: torch.Tensor,
+    num_particles: int,
+    around_guide: contextlib.AbstractContextManager | None = None,
+):
+    """The guide's trace and the model's trace replayed on it, under a particle plate.
+
+    ``around_guide``, a handler outside the guide's trace (so the trace records what it
+    does to the values), such as the gradient scaling of the DReG objective.
+    """
+    with pyro.plate("particles", num_particles, dim=-2):
+        with around_guide or contextlib.nullcontext():
+            guide_trace = poutine.trace(guide).get_trace(x)
+        model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(x)
+    return model_trace, guide_trace
 
 
 def site_log_probs(trace, program: str) -> torch.Tensor:

@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import math
 from collections.abc import Callable
 
@@ -22,7 +21,7 @@ from pyro.poutine.util import site_is_subsample
 from torch.distributions import kl_divergence
 
 from pyro_vae.errors import UserInputError
-from pyro_vae.importance import log_importance_weights, site_log_probs
+from pyro_vae.importance import log_importance_weights, particle_traces, site_log_probs
 
 
 class IWAE_ELBO(pyro.infer.RenyiELBO):  # noqa: N801 - named like Pyro's Trace_ELBO
@@ -59,18 +58,6 @@ class IWAE_ELBO(pyro.infer.RenyiELBO):  # noqa: N801 - named like Pyro's Trace_E
         loss = self.differentiable_loss(model, guide, x)
         loss.backward()
         return loss.item()
-
-
-def _particle_traces(model: Callable, guide: Callable, x: torch.Tensor, particles: int, hook=None):
-    """The guide trace (each latent value passed through ``hook``, if any, as it is
-    sampled) and the model trace replayed on it, under a particle plate."""
-    # The hook sits outside the trace, so that the trace records the hooked values.
-    hooked = _HookLatents(hook) if hook else contextlib.nullcontext()
-    with pyro.plate("particles", particles, dim=-2):
-        with hooked:
-            guide_trace = poutine.trace(guide).get_trace(x)
-        model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(x)
-    return model_trace, guide_trace
 
 
 def _fixed_code_log_q(guide: Callable, guide_trace, x: torch.Tensor, particles: int):
@@ -151,7 +138,7 @@ class STL_ELBO(IWAE_ELBO):  # noqa: N801 - named like Pyro's Trace_ELBO
         self, model: Callable, guide: Callable, x: torch.Tensor
     ) -> torch.Tensor:
         k = self.num_particles
-        model_trace, guide_trace = _particle_traces(model, guide, x, k)
+        model_trace, guide_trace = particle_traces(model, guide, x, k)
         log_w = site_log_probs(model_trace, "model") - site_log_probs(guide_trace, "guide")
         score = _fixed_code_log_q(guide, guide_trace, x, k)
         return -(log_w + score - score.detach()).mean(0).sum()
@@ -180,9 +167,8 @@ class DReG_IWAE_ELBO(IWAE_ELBO):  # noqa: N801 - named like Pyro's Trace_ELBO
     ) -> torch.Tensor:
         k = self.num_particles
         holder: dict[str, torch.Tensor] = {}
-        model_trace, guide_trace = _particle_traces(
-            model, guide, x, k, hook=lambda value: _ScaleGradient.apply(value, holder)
-        )
+        scale = _HookLatents(lambda value: _ScaleGradient.apply(value, holder))
+        model_trace, guide_trace = particle_traces(model, guide, x, k, around_guide=scale)
         log_q = _scored(lambda: site_log_probs(guide_trace, "guide"))  # hooked: no cache
         log_w = site_log_probs(model_trace, "model") - log_q
         score = _fixed_code_log_q(guide, guide_trace, x, k)

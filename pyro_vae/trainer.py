@@ -126,12 +126,6 @@ def create_run_dir(run_dir: Path) -> Path:
     return run_dir
 
 
-def prepare_run_dir(run_dir: Path) -> Path:
-    """Create ``run_dir``; refuse one that already holds a run, or one that cannot be written."""
-    refuse_existing_run(run_dir)
-    return create_run_dir(run_dir)
-
-
 def resume_config(run_dir: Path, asked: TrainConfig | None) -> TrainConfig:
     """The stored config of ``run_dir``, with the changes ``asked`` may make on resume."""
     if not run_dir.is_dir():
