@@ -14,6 +14,7 @@ import importlib
 _EXPORTS = {
     "build_vae": "pyro_vae.registry",
     "evaluate": "pyro_vae.api",
+    "importance_log_likelihood": "pyro_vae.importance",
     "load_run": "pyro_vae.run",
     "log_likelihood": "pyro_vae.api",
     "LogLikelihoodEstimate": "pyro_vae.importance",

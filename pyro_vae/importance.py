@@ -52,22 +52,27 @@ DEFAULT_MAX_ELEMENTS = 2**25
 EQUAL_LOG_WEIGHTS = 1e-5
 
 
-def _data_plate_sites(trace, program: str) -> list[dict]:
+def _data_plate_sites(trace, program: str, data_plate: str = "data") -> list[dict]:
     sites = []
     for name, site in trace.nodes.items():
         if site["type"] != "sample" or site_is_subsample(site):
             continue
-        if not any(frame.name == "data" for frame in site["cond_indep_stack"]):
+        if not any(frame.name == data_plate for frame in site["cond_indep_stack"]):
             raise UserInputError(
-                f"{program} site {name!r} is outside the 'data' plate, so its log-probability "
-                "cannot be split per data point; put every sample site inside pyro.plate('data')"
+                f"{program} site {name!r} is outside the {data_plate!r} plate, so its "
+                "log-probability cannot be split per data point; put every sample site "
+                f"inside pyro.plate({data_plate!r}, x.shape[0])"
             )
         sites.append(site)
     return sites
 
 
 def log_importance_weights(
-    model: Callable, guide: Callable, x: torch.Tensor, num_particles: int
+    model: Callable,
+    guide: Callable,
+    x: torch.Tensor,
+    num_particles: int,
+    data_plate: str = "data",
 ) -> torch.Tensor:
     """log p(x, z_k) - log q(z_k | x) for K particles per image: shape ``(K, N)``.
 
@@ -76,8 +81,124 @@ def log_importance_weights(
     KL warm-up's :class:`~pyro_vae.objectives.LatentScale` set it.
     """
     model_trace, guide_trace = particle_traces(model, guide, x, num_particles)
-    log_w = site_log_probs(model_trace, "model") - site_log_probs(guide_trace, "guide")
+    log_w = site_log_probs(model_trace, "model", data_plate) - site_log_probs(
+        guide_trace, "guide", data_plate
+    )
     return log_w.expand(num_particles, x.shape[0])
+
+
+def check_pair(model: Callable, guide: Callable, x: torch.Tensor, data_plate: str = "data"):
+    """Refuse, naming the site and the fix, a pair whose log-weights cannot be split per
+    data point of ``x`` (a batch of the images, ``(n, ...)``).
+
+    The estimate needs: every sample site inside the data plate, the plate as large as the
+    batch and not subsampled, each site's batch shape no wider than the plate (its event
+    dims declared), an observed site in the model, and the guide sampling exactly the
+    model's latent sites. Discrete latent sites sampled by the guide are fine: importance
+    sampling needs no reparameterization. Pyro's autoguides are refused: they are not
+    amortized (their parameters are per data point of the batch they were fit to, or one
+    q(z) for all), so they cannot propose for other images.
+    """
+    from pyro.infer.autoguide import AutoGuide
+
+    if isinstance(guide, AutoGuide):
+        raise UserInputError(
+            f"{type(guide).__name__} is not an amortized guide: its q(z) does not depend on "
+            "x (one set of parameters per data point of the batch it was fit to, or one for "
+            "all), so it cannot propose latents for other images; write the guide as a "
+            "function of x (an encoder network, as in Pyro's VAE tutorial)"
+        )
+    n = x.shape[0]
+    try:
+        with torch.no_grad(), pyro.validation_enabled(False):
+            model_trace, guide_trace = particle_traces(model, guide, x, 1)
+    except UserInputError:
+        raise
+    except (ValueError, RuntimeError) as error:  # Pyro's shape checks, the networks' own
+        first_line = (str(error).splitlines() or [type(error).__name__])[0]
+        raise UserInputError(
+            f"tracing the pair on a batch of {n} images failed: {first_line}; each site "
+            f"needs the batch shape of plate {data_plate!r} (declare event dimensions with "
+            ".to_event(...)), and the networks the images' shape"
+        ) from error
+    sites = {}
+    for program, trace in (("guide", guide_trace), ("model", model_trace)):
+        sites[program] = {
+            site["name"]: site for site in _data_plate_sites(trace, program, data_plate)
+        }
+        for name, site in sites[program].items():
+            frame = next(f for f in site["cond_indep_stack"] if f.name == data_plate)
+            full_size = frame.full_size or frame.size
+            if full_size != n or frame.size != n:
+                subsampled = f", subsampled to {frame.size}," if frame.size != full_size else ""
+                raise UserInputError(
+                    f"{program} site {name!r}: plate {data_plate!r} has size {full_size}"
+                    f"{subsampled} but the batch holds {n} images; the estimate scores exactly "
+                    f"the batch it is given: pyro.plate({data_plate!r}, x.shape[0]), with no "
+                    "subsample_size"
+                )
+            fn_shape = site["fn"].batch_shape + site["fn"].event_shape
+            if (
+                site["is_observed"]
+                and torch.broadcast_shapes(site["value"].shape, fn_shape) != fn_shape
+            ):
+                raise UserInputError(
+                    f"{program} site {name!r}: its value, of shape {tuple(site['value'].shape)}, "
+                    f"does not fit its distribution's shape {tuple(fn_shape)}; give the model "
+                    "images of the shape it expects (or reshape them inside it)"
+                )
+            shape = site["fn"].log_prob(site["value"]).shape
+            if len(shape) > 2 or (len(shape) == 2 and shape[-1] != n):
+                raise UserInputError(
+                    f"{program} site {name!r} has a log-probability of shape {tuple(shape)}, "
+                    f"wider than the {data_plate!r} plate: declare its event dimensions, "
+                    "e.g. dist.Normal(loc, scale).to_event(1)"
+                )
+    latent = {name for name, site in sites["model"].items() if not site["is_observed"]}
+    if len(latent) == len(sites["model"]):
+        raise UserInputError(
+            f"the model has no observed site in plate {data_plate!r}: condition its "
+            "likelihood on the images, pyro.sample('obs', ..., obs=x)"
+        )
+    extra, missing = sorted(set(sites["guide"]) - latent), sorted(latent - set(sites["guide"]))
+    if extra:
+        raise UserInputError(
+            f"guide site {extra[0]!r} is not a latent site of the model"
+            + (" (the model observes it)" if extra[0] in sites["model"] else "")
+            + "; the guide must sample exactly the model's latent sites, with the same names"
+        )
+    if missing:
+        site = sites["model"][missing[0]]
+        discrete = site["fn"].support.is_discrete or "enumerate" in site["infer"]
+        fix = (
+            "enumerating a discrete site is not part of the estimate: sample it in the guide "
+            "(say with dist.Categorical(logits=encoder(x)))"
+            if discrete
+            else "sample it in the guide, under the same name"
+        )
+        raise UserInputError(
+            f"model site {missing[0]!r} is latent but the guide does not sample it; {fix}"
+        )
+
+
+def _modules_of(program: Callable) -> list[nn.Module]:
+    """The nn.Module a Pyro program is, or is a bound method of (pure functions: none)."""
+    owner = getattr(program, "__self__", program)
+    return [owner] if isinstance(owner, nn.Module) else []
+
+
+@contextlib.contextmanager
+def eval_mode(*programs: Callable):
+    """The programs' modules in eval mode (dropout off, batch-norm statistics used), every
+    submodule's own mode restored afterwards."""
+    modes = {m: m.training for p in programs for root in _modules_of(p) for m in root.modules()}
+    for module in modes:
+        module.training = False
+    try:
+        yield
+    finally:
+        for module, training in modes.items():
+            module.training = training
 
 
 def particle_traces(
@@ -99,11 +220,11 @@ def particle_traces(
     return model_trace, guide_trace
 
 
-def site_log_probs(trace, program: str) -> torch.Tensor:
+def site_log_probs(trace, program: str, data_plate: str = "data") -> torch.Tensor:
     """Σ over the sample sites of a particle-plate ``trace`` of scale · log-probability, per
     particle and data point: shape ``(K, N)``."""
     total = 0
-    for site in _data_plate_sites(trace, program):
+    for site in _data_plate_sites(trace, program, data_plate):
         total = total + site["scale"] * site["fn"].log_prob(site["value"])
     return total
 
@@ -122,11 +243,13 @@ class _OutputSizes(TorchDispatchMode):
         return out
 
 
-def values_per_draw(model: Callable, guide: Callable, image: torch.Tensor) -> int:
+def values_per_draw(
+    model: Callable, guide: Callable, image: torch.Tensor, data_plate: str = "data"
+) -> int:
     """How many values one more particle of one image adds to the largest tensor made while
     scoring it: the unit the memory budget of :func:`importance_log_likelihood` counts.
 
-    The image (shape ``(1, C, H, W)``) is scored with one and with two particles and the
+    The image (shape ``(1, ...)``) is scored with one and with two particles and the
     outputs of the same operations compared, so a tensor that does not grow with the
     particles (a VampPrior's pass over its pseudo-inputs) is not counted. At least the
     image's pixel count.
@@ -135,7 +258,7 @@ def values_per_draw(model: Callable, guide: Callable, image: torch.Tensor) -> in
     for particles in (1, 2):
         recorder = _OutputSizes()
         with torch.no_grad(), pyro.validation_enabled(False), recorder:
-            log_importance_weights(model, guide, image, particles)
+            log_importance_weights(model, guide, image, particles, data_plate)
         runs.append(recorder.sizes)
     one, two = runs
     if len(one) == len(two):
@@ -220,8 +343,8 @@ class LogLikelihoodEstimate:
 
 
 def importance_log_likelihood(
-    model: nn.Module,
-    guide: nn.Module,
+    model: Callable,
+    guide: Callable,
     images: torch.Tensor,
     num_samples: int = 5000,
     bound_sizes: Sequence[int] = BOUND_SIZES,
@@ -230,8 +353,16 @@ def importance_log_likelihood(
     labels: torch.Tensor | None = None,
     progress=None,
     group: ProcessGroup = SINGLE,
+    data_plate: str = "data",
 ) -> LogLikelihoodEstimate:
-    """Estimate log p(x) for every image in ``images`` (floats, ``(N, C, H, W)``).
+    """Estimate log p(x) for every image in ``images`` (floats, ``(N, ...)``).
+
+    ``model`` and ``guide`` are any Pyro pair called as ``model(x)`` and ``guide(x)`` on a
+    batch ``x`` of the images: the registry's modules, bound methods of an ``nn.Module``
+    (Pyro's VAE tutorial), ``PyroModule``s, or plain functions of ``pyro.param``s. Every
+    sample site must sit in ``pyro.plate(data_plate, x.shape[0])``; :func:`check_pair` says
+    what else is needed, and refuses a pair that lacks it. Modules found are put in eval
+    mode and restored.
 
     Images are taken in batches and particles in chunks so that no tensor holds more than
     ``max_elements`` values (particles x images x :func:`values_per_draw`, which is the pixels
@@ -243,18 +374,16 @@ def importance_log_likelihood(
     """
     if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
         raise UserInputError(f"num_samples must be an integer >= 1, got {num_samples!r}")
-    if images.ndim != 4 or images.shape[0] < 1:
+    if images.ndim < 1 or images.shape[0] < 1:
         raise UserInputError(
-            f"images must be a non-empty (N, C, H, W) tensor, got {tuple(images.shape)}"
+            f"images must be a non-empty (N, ...) tensor, got {tuple(images.shape)}"
         )
     sizes = [k for k in bound_sizes if k <= num_samples]
-    was_training = model.training, guide.training
-    model.eval()
-    guide.eval()
     done: list[tuple[int, dict[str, torch.Tensor]]] = []  # (batch number, its columns)
-    try:
+    with eval_mode(model, guide):
         with fixed_seed(seed, images.device):
-            per_draw = values_per_draw(model, guide, images[:1])
+            check_pair(model, guide, images[:2], data_plate)
+            per_draw = values_per_draw(model, guide, images[:1], data_plate)
         batch = max(1, min(images.shape[0], max_elements // (num_samples * per_draw)))
         chunk = max(1, min(num_samples, max_elements // (batch * per_draw)))
         starts = range(0, images.shape[0], batch)
@@ -264,12 +393,10 @@ def importance_log_likelihood(
             # estimate depends on no other batch, and ranks sharing the batches out give what
             # one process gives.
             with fixed_seed(stream_seed(seed, starts[number]), images.device):
-                done.append((number, _batch_columns(model, guide, x, num_samples, chunk, sizes)))
+                columns = _batch_columns(model, guide, x, num_samples, chunk, sizes, data_plate)
+            done.append((number, columns))
             if progress is not None:
                 progress(x.shape[0] * group.world_size)
-    finally:
-        model.train(was_training[0])
-        guide.train(was_training[1])
     parts = sorted(part for rank_parts in group.gather(done) for part in rank_parts)
 
     def joined(key: str) -> np.ndarray:
@@ -288,13 +415,19 @@ def importance_log_likelihood(
 
 @torch.no_grad()
 def _batch_columns(
-    model: Callable, guide: Callable, x: torch.Tensor, num_samples: int, chunk: int, sizes: list
+    model: Callable,
+    guide: Callable,
+    x: torch.Tensor,
+    num_samples: int,
+    chunk: int,
+    sizes: list,
+    data_plate: str,
 ) -> dict[str, torch.Tensor]:
     """The per-image values of one batch from all K log-weights (on the CPU, for gathering)."""
     with pyro.validation_enabled(False):
         log_w = torch.cat(
             [
-                log_importance_weights(model, guide, x, min(chunk, num_samples - k0))
+                log_importance_weights(model, guide, x, min(chunk, num_samples - k0), data_plate)
                 for k0 in range(0, num_samples, chunk)
             ]
         )

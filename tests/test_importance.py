@@ -111,7 +111,9 @@ def test_site_outside_the_data_plate_is_refused(lg):
 def test_bad_arguments(lg):
     with pytest.raises(UserInputError, match="num_samples must be an integer >= 1"):
         importance_log_likelihood(lg.model, GaussianGuide(lg), lg.sample(2), num_samples=0)
-    with pytest.raises(UserInputError, match=r"non-empty \(N, C, H, W\)"):
+    with pytest.raises(UserInputError, match=r"non-empty \(N, ...\)"):
+        importance_log_likelihood(lg.model, GaussianGuide(lg), torch.zeros(0, 6), num_samples=5)
+    with pytest.raises(UserInputError, match=r"site 'x': its value, of shape \(2, 6\), does not"):
         importance_log_likelihood(lg.model, GaussianGuide(lg), torch.zeros(3, 6), num_samples=5)
 
 
