@@ -23,6 +23,7 @@ _EXPORTS = {
     "REGISTRY": "pyro_vae.registry",
     "Run": "pyro_vae.run",
     "train": "pyro_vae.trainer",
+    "train_pair": "pyro_vae.pairs",
     "TrainConfig": "pyro_vae.config",
     "UserInputError": "pyro_vae.errors",
     "visualize": "pyro_vae.api",

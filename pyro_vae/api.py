@@ -8,7 +8,7 @@ from tqdm.auto import tqdm
 
 from pyro_vae.distributed import SINGLE, ProcessGroup
 from pyro_vae.errors import UserInputError
-from pyro_vae.evaluation import elbo_per_datapoint
+from pyro_vae.evaluation import elbo_terms
 from pyro_vae.importance import (
     DEFAULT_MAX_ELEMENTS,
     LogLikelihoodEstimate,
@@ -86,4 +86,4 @@ def visualize(
 
 def evaluate(run: Run, split: str = "test") -> float:
     """The run's ELBO on ``split`` in nats per image, under the fixed evaluation seed."""
-    return elbo_per_datapoint(run.model, run.guide, run.data, split, run.config.eval_batch_size)
+    return elbo_terms(run.model, run.guide, run.data, split, run.config.eval_batch_size)["elbo"]

@@ -11,6 +11,7 @@ import json
 import sys
 import warnings
 from collections.abc import Sequence
+from importlib.metadata import version
 from pathlib import Path
 
 from pyro_vae.config import (
@@ -21,6 +22,7 @@ from pyro_vae.config import (
     PRECISIONS,
     RESUMABLE_CHANGES,
     TrainConfig,
+    read_config_file,
     validate,
 )
 from pyro_vae.data import DATASET_NAMES
@@ -51,7 +53,8 @@ TRAIN_HELP = {
     "dataset": f"data set ({_one_of(DATASET_NAMES)}); digits ships with scikit-learn",
     "data_dir": "folder holding MNIST/raw/ (or FashionMNIST/raw/, KMNIST/raw/); "
     "default $PYRO_VAE_DATA_DIR or ~/.cache/pyro-vae/data",
-    "download": "do not try to download missing data files",
+    "download": "read the data set only from --data-dir and fail if it is missing "
+    "(without it: a missing data set is downloaded there, where there is a network)",
     "valid_size": "training images held out for validation, the last ones (default: the data "
     "set's: 10000 for MNIST-like sets, 5000 for cifar10, 180 for digits, 10%% of an .npz's "
     "train array); 0: train on all, with no validation ELBO (early stopping refused)",
@@ -77,7 +80,8 @@ TRAIN_HELP = {
     "flow_depth": "number of flows of the iaf, planar, radial and spline guides",
     "flow_hidden_dims": "hidden widths of each flow's conditioning network",
     "mixture_components": "components of the mixture guide",
-    "kl_warmup_epochs": "KL warm-up: β rises linearly from 1/N to 1 over N epochs (0: none)",
+    "beta": "weight β of the KL term (β-VAE); validation and test ELBOs stay β = 1",
+    "kl_warmup_epochs": "KL warm-up: β rises linearly from β/N to β over N epochs (0: none)",
     "elbo": f"objective ({_one_of(names('elbo'))}); meanfield uses the analytic KL where "
     "one exists, iwae the importance-weighted bound with K = --num-particles, iwae-dreg "
     "the same with doubly reparameterized guide gradients, stl the ELBO with sticking-the-"
@@ -131,7 +135,8 @@ def _add_train_flags(parser: argparse.ArgumentParser) -> None:
         flag = _flag(f.name)
         default = getattr(_DEFAULTS, f.name)
         shown = " ".join(map(str, default)) if isinstance(default, list) else default
-        help_text = TRAIN_HELP[f.name] + (f" (default: {shown})" if default is not None else "")
+        shows_default = default is not None and f.name != "download"  # a flag, not a value
+        help_text = TRAIN_HELP[f.name] + (f" (default: {shown})" if shows_default else "")
         common = dict(default=argparse.SUPPRESS, dest=f.name)
         if f.name == "download":
             parser.add_argument("--no-download", action="store_false", help=help_text, **common)
@@ -173,6 +178,7 @@ def _load_run(args: argparse.Namespace):
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="pyro-vae", description="Variational autoencoders as Pyro programs.")
+    parser.add_argument("--version", action="version", version=f"pyro-vae {version('pyro-vae')}")
     commands = parser.add_subparsers(
         dest="command", required=True, metavar="COMMAND", parser_class=_Parser
     )
@@ -183,6 +189,14 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train a VAE by SVI and write a run folder.",
     )
     _add_train_flags(train)
+    train.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="a JSON or TOML (.toml) file of config fields, as in a run's config.json; "
+        "flags given beside it override its values",
+    )
     train.add_argument(
         "--out",
         type=Path,
@@ -287,14 +301,17 @@ def train_config_from_args(args: argparse.Namespace) -> TrainConfig:
     given = {
         f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if f.name in args
     }
+    # The file's fields, then the flags given beside it (a flag wins).
+    given = {**(read_config_file(args.config) if args.config else {}), **given}
     if args.resume is None:
-        config = TrainConfig(**given)
+        config = TrainConfig.from_dict(given)
     else:
         if args.out is not None:
             raise UserInputError(
                 "--resume and --out conflict: a resumed run continues in its own folder"
             )
-        config = dataclasses.replace(resume_config(args.resume, None), **given)
+        stored = resume_config(args.resume, None).to_dict()
+        config = TrainConfig.from_dict({**stored, **given})
     validate(config)
     check_names(config)
     return config

@@ -7,8 +7,10 @@ round-trips exactly and the CLI maps one flag to one field.
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from pyro_vae.errors import UserInputError
@@ -18,6 +20,10 @@ DEVICES = ("auto", "cpu", "cuda")
 COMPILE_MODES = ("jit", "eager")  # pyro_vae.compiled
 PRECISIONS = ("fp32", "bf16")  # their dtypes: pyro_vae.nn.AUTOCAST_DTYPES
 LR_SCHEDULES = ("constant", "exponential", "burda", "plateau")  # pyro_vae.schedules
+# config.model and config.dataset of a run trained from a user's own pair and tensor of
+# images (pyro_vae.pairs.train_pair): no registry entry builds it
+USER_PAIR = "user-pair"
+USER_TENSOR = "tensor"
 # Fields a resumed run may change: none of them alters the parameters it computes (a JIT
 # run's are bit-identical to an eager run's, tests/test_compiled.py).
 RESUMABLE_CHANGES = (
@@ -65,7 +71,8 @@ class TrainConfig:
     # objective and optimizer
     elbo: str = "trace"
     num_particles: int = 1
-    kl_warmup_epochs: int = 0  # β rises linearly to 1 over this many epochs (0: β = 1)
+    beta: float = 1.0  # weight of the KL term (β-VAE); its final value under warm-up
+    kl_warmup_epochs: int = 0  # β rises linearly to ``beta`` over this many epochs (0: no rise)
     lr: float = 1e-3
     lr_schedule: str = "constant"  # per epoch: exponential, burda (stepped), plateau
     lr_decay: float = 0.95  # γ of exponential; the factor of plateau
@@ -89,6 +96,8 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
+        """The config of ``values`` (a subset of the fields; the rest keep their defaults),
+        refusing unknown fields and values of the wrong JSON type, by name."""
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
@@ -96,7 +105,60 @@ class TrainConfig:
                 f"unknown config field(s) {', '.join(unknown)}; "
                 f"valid fields: {', '.join(sorted(known))}"
             )
+        for f in dataclasses.fields(cls):
+            if f.name in values and not _fits(values[f.name], str(f.type)):
+                kinds = " or ".join(_KIND_NAMES[kind] for kind in str(f.type).split(" | "))
+                raise UserInputError(
+                    f"config field {f.name} must be {kinds}, got {values[f.name]!r}"
+                )
         return cls(**values)
+
+
+_KIND_NAMES = {
+    "None": "null",
+    "bool": "true or false",
+    "str": "a string",
+    "int": "an integer",
+    "float": "a number",
+    "list[int]": "a list of integers",
+}
+
+
+def _fits(value: Any, annotation: str) -> bool:
+    """Whether ``value`` is of the field type ``annotation`` ("int", "float | None", ...)."""
+    kinds = {
+        "None": lambda v: v is None,
+        "bool": lambda v: isinstance(v, bool),
+        "str": lambda v: isinstance(v, str),
+        "int": lambda v: isinstance(v, int) and not isinstance(v, bool),
+        "float": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+        "list[int]": lambda v: isinstance(v, list) and all(kinds["int"](h) for h in v),
+    }
+    return any(kinds[kind](value) for kind in annotation.split(" | "))
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """The fields in a JSON or TOML file (``.toml``; a run's own config.json works as it is),
+    to go through :meth:`TrainConfig.from_dict`."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as error:
+        raise UserInputError(f"cannot read config file {path} ({error.strerror})") from None
+    try:
+        if path.suffix == ".toml":
+            import tomllib  # Python 3.11+
+
+            values = tomllib.loads(text)
+        else:
+            values = json.loads(text)
+    except ImportError:
+        raise UserInputError("TOML config files need Python 3.11+; write it as JSON") from None
+    except ValueError as error:  # json.JSONDecodeError and tomllib.TOMLDecodeError
+        raise UserInputError(f"config file {path} does not parse ({error})") from None
+    if not isinstance(values, dict):
+        raise UserInputError(f"config file {path} must hold an object of config fields")
+    return values
 
 
 def differing_fields(old: TrainConfig, new: TrainConfig, ignore: tuple[str, ...] = ()) -> list[str]:
@@ -147,8 +209,12 @@ def validate(config: TrainConfig) -> None:
             or any(isinstance(h, bool) or not isinstance(h, int) or h < 1 for h in value)
         ):
             raise UserInputError(f"{name} must be a non-empty list of integers >= 1, got {value!r}")
-    if not (isinstance(config.lr, (int, float)) and math.isfinite(config.lr) and config.lr > 0):
-        raise UserInputError(f"lr must be a finite number > 0, got {config.lr!r}")
+    for name in ("lr", "beta"):
+        value = getattr(config, name)
+        if isinstance(value, bool) or not (
+            isinstance(value, (int, float)) and math.isfinite(value) and value > 0
+        ):
+            raise UserInputError(f"{name} must be a finite number > 0, got {value!r}")
     scale = config.likelihood_scale
     if not (isinstance(scale, (int, float)) and math.isfinite(scale) and scale > 0):
         raise UserInputError(f"likelihood_scale must be a finite number > 0, got {scale!r}")

@@ -205,9 +205,10 @@ class LatentScale(ScaleMessenger):
             msg["scale"] = self.scale * msg["scale"]
 
 
-def warmup_beta(epoch: int, warmup_epochs: int) -> float:
-    """β for ``epoch`` (1-based): epoch / warmup_epochs up to 1; always 1 without warm-up."""
-    return 1.0 if warmup_epochs <= 0 else min(1.0, epoch / warmup_epochs)
+def warmup_beta(epoch: int, warmup_epochs: int, beta: float = 1.0) -> float:
+    """β for ``epoch`` (1-based): ``beta`` · epoch / warmup_epochs up to ``beta``; always
+    ``beta`` without warm-up (a β-VAE, Higgins et al. 2017, for ``beta`` ≠ 1)."""
+    return beta if warmup_epochs <= 0 else beta * min(1.0, epoch / warmup_epochs)
 
 
 def analytic_kl_pairs(model: Callable, guide: Callable, x: torch.Tensor) -> dict[str, bool]:

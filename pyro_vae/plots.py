@@ -44,26 +44,37 @@ def save_reconstructions(
     save_image_grid(torch.cat(rows).cpu(), path, nrow=nrow)
 
 
-def save_curves(history: list[dict], path: Path) -> None:
-    """ELBO per data point against epoch for the train, validation and test columns."""
+def save_curves(history: list[dict], path: Path, title: str | None = None) -> None:
+    """ELBO per data point against epoch for the train, validation and test columns; beside
+    it, where the history holds them, the ELBO's KL term on validation and test images (near
+    zero: posterior collapse)."""
     plt = _pyplot()
 
-    fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
-    for key, label in (
-        ("train_elbo", "train"),
-        ("valid_elbo", "validation"),
-        ("test_elbo", "test"),
-    ):
-        points = [(row["epoch"], row[key]) for row in history if row.get(key) is not None]
-        if points:
-            ax.plot(*zip(*points), marker="o", markersize=3, label=label)
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("ELBO (nats per image)")
-    ax.grid(alpha=0.3)
-    ax.legend()
+    def plot(ax, columns: tuple[tuple[str, str], ...]) -> None:
+        for key, label in columns:
+            points = [(row["epoch"], row[key]) for row in history if row.get(key) is not None]
+            if points:
+                ax.plot(*zip(*points), marker="o", markersize=3, label=label)
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+        ax.legend()
+
+    with_kl = any(row.get(f"{split}_kl") is not None for row in history for split in SPLITS)
+    fig, axes = plt.subplots(1, 2 if with_kl else 1, figsize=(10 if with_kl else 6, 4), dpi=120)
+    elbo_ax = axes[0] if with_kl else axes
+    plot(elbo_ax, (("train_elbo", "train"), ("valid_elbo", "validation"), ("test_elbo", "test")))
+    elbo_ax.set_ylabel("ELBO (nats per image)")
+    if with_kl:
+        plot(axes[1], (("valid_kl", "validation"), ("test_kl", "test")))
+        axes[1].set_ylabel("KL term E_q[log q(z|x) - log p(z)] (nats)")
+    if title:
+        fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
+
+
+SPLITS = ("valid", "test")
 
 
 def save_khat_plot(khat, threshold: float, path: Path) -> None:

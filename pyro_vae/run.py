@@ -12,6 +12,7 @@ RUN_DIR/curves.png           ELBO against epoch
 from __future__ import annotations
 
 import json
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,7 +21,7 @@ from torch import nn
 
 from models import VAEModel
 from pyro_vae.checkpoint import CHECKPOINT_NAME, load_checkpoint
-from pyro_vae.config import TrainConfig, validate
+from pyro_vae.config import USER_PAIR, TrainConfig, validate
 from pyro_vae.data import ImageData, load_data
 from pyro_vae.distributed import local_rank, local_world_size
 from pyro_vae.errors import UserInputError
@@ -141,6 +142,12 @@ def load_run(run_dir: str | Path, device: str | None = None, checkpoint: str = "
         )
     run_dir = Path(run_dir)
     config = read_run_config(run_dir)
+    if config.model == USER_PAIR:
+        raise UserInputError(
+            f"{run_dir} holds a run of a user's own model/guide pair, which only its code "
+            "can rebuild: build the pair and continue it with pyro_vae.train_pair(..., "
+            "resume=True), or estimate log p(x) with pyro_vae.importance_log_likelihood"
+        )
     if device is not None:
         config.device = device
     best = checkpoint == "best" and (run_dir / BEST_NAME).is_file()
@@ -161,11 +168,19 @@ def load_run(run_dir: str | Path, device: str | None = None, checkpoint: str = "
 
 
 def write_images(run: Run, out_dir: Path, num_images: int = 64) -> None:
-    """samples.png, reconstructions.png and curves.png for ``run`` in ``out_dir``."""
+    """samples.png, reconstructions.png and curves.png for ``run`` in ``out_dir``; a model
+    without a decoder mean (a user's own pair) gets curves.png alone, and a note."""
+    if run.history:
+        save_curves(run.history, out_dir / "curves.png")
+    if not hasattr(run.model, "sample_means"):
+        warnings.warn(
+            "samples.png and reconstructions.png skipped: they need the decoder mean "
+            "E[x|z] that the registry's models offer and a user's own model does not",
+            stacklevel=2,
+        )
+        return
     with torch.no_grad():
         save_image_grid(run.model.sample_means(num_images), out_dir / "samples.png")
         originals = next(run.data.eval_batches("test", 32))
         reconstructions = run.model.reconstruct(run.guide, originals)
         save_reconstructions(originals, reconstructions, out_dir / "reconstructions.png")
-    if run.history:
-        save_curves(run.history, out_dir / "curves.png")

@@ -62,7 +62,7 @@ from pyro_vae.config import RESUMABLE_CHANGES, TrainConfig, differing_fields
 from pyro_vae.data import ImageData
 from pyro_vae.distributed import ProcessGroup, is_restart, process_group
 from pyro_vae.errors import UserInputError
-from pyro_vae.evaluation import elbo_per_datapoint, fixed_seed, stream_seed
+from pyro_vae.evaluation import elbo_terms, fixed_seed, stream_seed
 from pyro_vae.objectives import LatentScale, warmup_beta
 from pyro_vae.registry import make_elbo
 from pyro_vae.run import (
@@ -296,8 +296,9 @@ def build_loss(
     the hot loop then runs without it (support was checked once on the whole data set).
     """
     objective = make_elbo(config)
-    # KL warm-up scales the latent sites of model and guide by β (set at each epoch's start).
-    if config.kl_warmup_epochs:
+    # KL warm-up and β-VAE scale the latent sites of model and guide by β (set at each
+    # epoch's start).
+    if config.kl_warmup_epochs or config.beta != 1:
         program = (warmup(model), warmup(guide))
         constants = lambda: (warmup.beta,)  # noqa: E731 - β is frozen into a JIT trace
     else:
@@ -350,10 +351,27 @@ class Trainer:
         state: dict | None = None,
         resume: bool = False,
     ) -> Trainer:
-        """Build everything a run needs; ``state`` is the checkpoint a resumed run continues."""
+        """Build the registry's model/guide and the data ``config`` names, then :meth:`assemble`
+        the run around them; ``state`` is the checkpoint a resumed run continues."""
         pyro.clear_param_store()  # stale parameters of an earlier model must not shadow these
         pyro.set_rng_seed(config.seed)  # before the networks are built: their initialization too
         data, model, guide = prepare(config)
+        return cls.assemble(config, run_dir, group, data, model, guide, state, resume)
+
+    @classmethod
+    def assemble(
+        cls,
+        config: TrainConfig,
+        run_dir: Path | None,
+        group: ProcessGroup,
+        data: ImageData,
+        model: nn.Module,
+        guide: nn.Module,
+        state: dict | None = None,
+        resume: bool = False,
+    ) -> Trainer:
+        """Everything a run needs around a built model/guide pair and its data: the run
+        folder, random streams, the loss, optimizer and schedules, the resumed state."""
         n_train = data.train.shape[0]
         if config.batch_size > n_train:
             raise UserInputError(
@@ -518,19 +536,22 @@ class Trainer:
         # The loss that ran: "eager" too once a failed JIT replay has handed over.
         fell_back = self.compile_mode == "jit" and self.loss.eager is not None
         row["compile"] = "eager" if fell_back else self.compile_mode
-        row["kl_weight"] = warmup_beta(epoch, self.config.kl_warmup_epochs) if epoch else None
+        config = self.config
+        row["kl_weight"] = (
+            warmup_beta(epoch, config.kl_warmup_epochs, config.beta) if epoch else None
+        )
         if self.scheduler is not None:  # the rate the epoch trained with
             row["lr"] = self.optimizer.param_groups[0]["lr"] if epoch else None
         if not self.group.is_main:  # rank 0 evaluates; every rank keeps its row
             return self.group.from_main(None)
         for split in ("valid", "test"):
-            row[f"{split}_elbo"] = (  # None where --valid-size 0 left no validation images
-                elbo_per_datapoint(
-                    self.model, self.guide, self.data, split, self.config.eval_batch_size
-                )
+            terms = (  # None where --valid-size 0 left no validation images
+                elbo_terms(self.model, self.guide, self.data, split, self.config.eval_batch_size)
                 if len(self.data.split(split))
-                else None
+                else dict.fromkeys(("elbo", "reconstruction", "kl"))
             )
+            for name, value in terms.items():
+                row[f"{split}_{name}"] = value
         return self.group.from_main(row)
 
     def skip_or_stop(self, epoch: int, step: int, x: torch.Tensor) -> None:
@@ -602,7 +623,7 @@ class Trainer:
     def run_epoch(self, epoch: int, bar: tqdm, stop: threading.Event) -> tuple[float, float]:
         """The steps of ``epoch`` from ``position``; returns (train ELBO per image, seconds)."""
         config, data, position = self.config, self.data, self.position
-        self.warmup.beta = warmup_beta(epoch, config.kl_warmup_epochs)
+        self.warmup.beta = warmup_beta(epoch, config.kl_warmup_epochs, config.beta)
         n_train = data.train.shape[0]
         if position.order is None:
             position.order = torch.randperm(n_train, generator=self.generator, device=data.device)

@@ -67,6 +67,32 @@ def test_help_documents_every_option(capsys):
         --clip-norm --epochs --batch-size --eval-batch-size --seed --device --out --quiet"""
     for flag in flags.split():
         assert flag in text
+    # A flag's help says what happens without it, not "(default: True)".
+    assert "(default: True)" not in text and "a missing data set is downloaded" in " ".join(
+        text.split()
+    )
+
+
+def test_version(capsys):
+    from importlib.metadata import version
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0
+    assert capsys.readouterr().out.strip() == f"pyro-vae {version('pyro-vae')}"
+
+
+def test_a_user_pair_run_is_refused_by_evaluate_in_one_line(tmp_path, capsys):
+    from pyro_vae import TrainConfig, train_pair
+    from tests.linear_gaussian import PIXELS, LinearGaussian
+    from tests.user_pairs import PyroDecoder, PyroEncoder
+
+    x = LinearGaussian().sample(100).reshape(100, PIXELS)
+    config = TrainConfig(epochs=1, batch_size=50)
+    train_pair(PyroDecoder(), PyroEncoder(), x, config, tmp_path, progress=False)
+    code, _, err = run_cli(["evaluate", tmp_path], capsys)
+    assert code == 2 and err.count("\n") == 1
+    assert "user's own model/guide pair" in err and "importance_log_likelihood" in err
 
 
 @pytest.mark.parametrize(
@@ -79,6 +105,8 @@ def test_help_documents_every_option(capsys):
         (["train", "--mixture-components", "0"], "mixture_components must be an integer >= 1"),
         (["train", "--flow-hidden-dims", "-4"], "flow_hidden_dims must be a non-empty list"),
         (["train", "--kl-warmup-epochs", "-1"], "kl_warmup_epochs must be an integer >= 0"),
+        (["train", "--beta", "0"], "beta must be a finite number > 0, got 0.0"),
+        (["train", "--beta", "nan"], "beta must be a finite number > 0, got nan"),
         (["train", "--prior", "vampire"], "valid prior names: standard-normal, learned-normal"),
         (["train", "--likelihood", "poisson"], "valid likelihood names: bernoulli, continuous"),
         (["train", "--decoder", "transformer"], "valid decoder names: mlp, conv"),
@@ -208,3 +236,22 @@ def test_nan_images_through_the_cli(tmp_path, capsys):
         ["train", "--dataset", tmp_path / "d.npz", "--out", tmp_path / "r"], capsys
     )
     assert code == 2 and "train has 1 NaN or infinite values" in err
+
+
+def test_train_from_a_config_file_with_flags_over_it(tmp_path, capsys):
+    first = tmp_path / "first"
+    code, _, _ = run_cli(["train", *SMALL, "--epochs", "1", "--out", first], capsys)
+    assert code == 0
+    # A run's own config.json starts the same run again; a flag beside it wins.
+    second = tmp_path / "second"
+    args = ["train", "--config", first / "config.json", "--seed", "5", "--quiet", "--out", second]
+    code, _, _ = run_cli(args, capsys)
+    assert code == 0
+    one, two = (json.loads((run / "config.json").read_text()) for run in (first, second))
+    assert two == {**one, "seed": 5}
+    (tmp_path / "bad.json").write_text('{"latent_dim": 0}')
+    code, _, err = run_cli(["train", "--config", tmp_path / "bad.json"], capsys)
+    assert code == 2 and "latent_dim must be an integer >= 1, got 0" in err
+    (tmp_path / "typo.json").write_text('{"latnt_dim": 4}')
+    code, _, err = run_cli(["train", "--config", tmp_path / "typo.json"], capsys)
+    assert code == 2 and "unknown config field(s) latnt_dim" in err

@@ -11,49 +11,19 @@ import pytest
 import torch
 from pyro.infer import SVI, RenyiELBO, Trace_ELBO
 from pyro.infer.autoguide import AutoDiagonalNormal, AutoNormal
-from pyro.nn import PyroModule, PyroParam
-from torch import nn
 
 from pyro_vae import importance_log_likelihood
 from pyro_vae.errors import UserInputError
 from pyro_vae.importance import check_pair
-from pyro_vae.nn import positive
 from pyro_vae.registry import build_vae
 from tests.conftest import small_config
 from tests.linear_gaussian import LATENT, PIXELS, SIGMA, LinearGaussian
-
-Z, HIDDEN, IMAGE = 8, 64, 64  # small_config's latent and hidden sizes; digits are 8x8
-
-
-class TutorialVAE(nn.Module):
-    """Pyro's VAE tutorial, at the size of the digits: model and guide are methods, the image
-    is flattened inside them, the sites are 'latent' and 'obs'."""
-
-    def __init__(self):
-        super().__init__()
-        self.fc1, self.fc21, self.fc22 = (
-            nn.Linear(IMAGE, HIDDEN),
-            nn.Linear(HIDDEN, Z),
-            nn.Linear(HIDDEN, Z),
-        )
-        self.fc3, self.fc4 = nn.Linear(Z, HIDDEN), nn.Linear(HIDDEN, IMAGE)
-
-    def model(self, x):
-        pyro.module("decoder", self)
-        with pyro.plate("data", x.shape[0]):
-            z_loc, z_scale = x.new_zeros(x.shape[0], Z), x.new_ones(x.shape[0], Z)
-            z = pyro.sample("latent", dist.Normal(z_loc, z_scale).to_event(1))
-            logits = self.fc4(nn.functional.softplus(self.fc3(z)))
-            pyro.sample("obs", dist.Bernoulli(logits=logits).to_event(1), obs=x.reshape(-1, IMAGE))
-
-    def guide(self, x):
-        pyro.module("encoder", self)
-        with pyro.plate("data", x.shape[0]):
-            hidden = nn.functional.softplus(self.fc1(x.reshape(-1, IMAGE)))
-            # positive(): the registry's scale, so the registry pair below is the same network
-            pyro.sample(
-                "latent", dist.Normal(self.fc21(hidden), positive(self.fc22(hidden))).to_event(1)
-            )
+from tests.user_pairs import (
+    PyroDecoder,
+    PyroEncoder,
+    TutorialVAE,
+    functional_model,
+)
 
 
 @pytest.fixture(scope="module")
@@ -72,10 +42,8 @@ def tutorial(trained_run):
 def test_the_tutorial_vae_agrees_with_its_registry_twin_of_the_same_weights(tutorial):
     vae, x = tutorial
     model, guide = build_vae(small_config(), (1, 8, 8))
-    theirs = [*vae.fc1.parameters(), *vae.fc21.parameters(), *vae.fc22.parameters()]
-    ours = [*guide.parameters()]
-    theirs += [*vae.fc3.parameters(), *vae.fc4.parameters()]
-    ours += [*model.parameters()]
+    theirs = [*vae.encoder.parameters(), *vae.decoder.parameters()]
+    ours = [*guide.parameters(), *model.parameters()]
     assert [p.shape for p in ours] == [p.shape for p in theirs]
     with torch.no_grad():
         for mine, given in zip(ours, theirs):
@@ -102,31 +70,23 @@ def test_the_tutorial_vae_agrees_with_pyro_renyi_elbo_alpha_zero_per_image(tutor
 def test_modules_go_to_eval_mode_and_come_back(tutorial):
     vae, x = tutorial
     vae.train()
-    vae.fc1.eval()  # a mixed state, restored module by module
+    vae.encoder.fc1.eval()  # a mixed state, restored module by module
     seen = []
     original = vae.guide
 
     def guide(x):
-        seen.append((vae.training, vae.fc3.training))
+        seen.append((vae.training, vae.decoder.fc3.training))
         return original(x)
 
     guide.__self__ = vae  # a wrapped bound method still names its module
     importance_log_likelihood(vae.model, guide, x[:4], num_samples=10)
     assert set(seen) == {(False, False)}
-    assert vae.training and vae.fc3.training and not vae.fc1.training
+    assert vae.training and vae.decoder.fc3.training and not vae.encoder.fc1.training
 
 
-# A pair of plain functions of pyro.params: the linear-Gaussian model, whose log p(x) is exact,
-# with vectors (N, D) for images and a data plate named "batch".
-def functional_model(x):
-    weight = pyro.param("weight", torch.zeros(PIXELS, LATENT))
-    bias = pyro.param("bias", torch.zeros(PIXELS))
-    with pyro.plate("batch", x.shape[0]):
-        z = pyro.sample("z", dist.Normal(torch.zeros(LATENT), 1.0).to_event(1))
-        pyro.sample("x", dist.Normal(z @ weight.T + bias, SIGMA).to_event(1), obs=x)
-
-
-def functional_guide(x):
+# The functional pair of tests/user_pairs.py with its guide replaced by the exact posterior
+# of the linear-Gaussian model, whose log p(x) is known in closed form.
+def exact_posterior_guide(x):
     weight, bias = pyro.param("weight"), pyro.param("bias")
     cov = torch.linalg.inv(torch.eye(LATENT) + weight.T @ weight / SIGMA**2)
     loc = (x - bias) @ weight @ cov.T / SIGMA**2
@@ -140,36 +100,11 @@ def test_a_functional_pair_of_pyro_params_gives_the_exact_log_likelihood():
     pyro.param("bias", lg.b.clone())
     x = lg.sample(25).reshape(25, PIXELS)
     est = importance_log_likelihood(
-        functional_model, functional_guide, x, num_samples=50, data_plate="batch"
+        functional_model, exact_posterior_guide, x, num_samples=50, data_plate="batch"
     )
     # The guide is the exact posterior: every weight equals p(x), with no spread.
     np.testing.assert_allclose(est.log_likelihood, lg.exact_log_px(x).numpy(), atol=1e-4)
     np.testing.assert_allclose(est.elbo, est.log_likelihood, atol=1e-4)
-
-
-class PyroDecoder(PyroModule):
-    def __init__(self):
-        super().__init__()
-        self.linear = PyroModule[nn.Linear](LATENT, PIXELS)
-        self.log_sigma = PyroParam(torch.tensor(math.log(SIGMA)))
-        self.dropout = nn.Dropout(0.5)  # would make the estimate noisy outside eval mode
-
-    def forward(self, x):
-        with pyro.plate("data", x.shape[0]):
-            z = pyro.sample("z", dist.Normal(torch.zeros(LATENT), 1.0).to_event(1))
-            loc = self.dropout(self.linear(z))
-            pyro.sample("x", dist.Normal(loc, self.log_sigma.exp()).to_event(1), obs=x)
-
-
-class PyroEncoder(PyroModule):
-    def __init__(self):
-        super().__init__()
-        self.linear = PyroModule[nn.Linear](PIXELS, 2 * LATENT)
-
-    def forward(self, x):
-        loc, raw = self.linear(x).chunk(2, -1)
-        with pyro.plate("data", x.shape[0]):
-            pyro.sample("z", dist.Normal(loc, positive(raw)).to_event(1))
 
 
 def test_a_pyro_module_pair_runs_in_eval_mode_and_bounds_are_ordered():
@@ -184,8 +119,8 @@ def test_a_pyro_module_pair_runs_in_eval_mode_and_bounds_are_ordered():
     with torch.no_grad():
         model.eval()
         exact = dist.MultivariateNormal(
-            model.linear.bias,
-            model.linear.weight @ model.linear.weight.T
+            model.decode.bias,
+            model.decode.weight @ model.decode.weight.T
             + model.log_sigma.exp() ** 2 * torch.eye(PIXELS),
         ).log_prob(x)
     # The model is linear-Gaussian once dropout is off: the estimate is within MC error.

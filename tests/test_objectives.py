@@ -289,3 +289,26 @@ def test_dreg_equals_tuckers_formula_written_out_by_hand(lg):
     weights = torch.softmax(log_w.detach(), 0)
     by_hand = torch.autograd.grad(-(weights**2 * log_w).sum(), list(guide.parameters()))
     assert torch.allclose(ours, torch.cat([g.reshape(-1) for g in by_hand]), atol=1e-4, rtol=1e-5)
+
+
+def test_beta_weights_the_kl_term_and_warm_up_rises_to_it():
+    assert [warmup_beta(e, 2, 4.0) for e in (1, 2, 3)] == [2.0, 4.0, 4.0]
+    assert warmup_beta(7, 0, 0.5) == 0.5
+
+
+def test_a_large_beta_collapses_the_posterior(tmp_path):
+    runs = {
+        beta: train(
+            small_config(epochs=15, lr=1e-2, beta=beta),
+            run_dir=tmp_path / str(beta),
+            progress=False,
+        )
+        for beta in (1.0, 8.0)
+    }
+    assert [row["kl_weight"] for row in runs[8.0].history] == [None] + [8.0] * 15
+    kl = {beta: run.history[-1]["valid_kl"] for beta, run in runs.items()}
+    # On the digits the KL term first collapses and then grows back (to 1.4 nats at β = 1);
+    # at β = 8 it stays at zero.
+    assert kl[1.0] > 0.5 and abs(kl[8.0]) < 0.25 * kl[1.0]
+    for row in runs[1.0].history:  # the terms are recorded for every epoch and sum up
+        assert row["valid_reconstruction"] - row["valid_kl"] == pytest.approx(row["valid_elbo"])

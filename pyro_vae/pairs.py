@@ -1,0 +1,271 @@
+"""Training a Pyro model/guide pair that a user wrote, with the toolkit's training loop.
+
+The registry builds its pairs as ``nn.Module``s; a user's pair is two callables, ``model(x)``
+and ``guide(x)`` (bound methods of an ``nn.Module`` as in Pyro's VAE tutorial, ``PyroModule``s,
+or plain functions of ``pyro.param``s), with every sample site in ``pyro.plate(data_plate,
+x.shape[0])``. :func:`train_pair` gives such a pair the loop of ``pyro-vae train``
+(``pyro_vae.trainer``): the JIT-traced loss checked against the eager one, fused Adam, the
+finiteness check, atomic checkpoints with bit-exact resume on the CPU, learning-rate
+schedules, early stopping, metrics.jsonl, curves.png, the progress bar and torchrun.
+
+The parameters trained are exactly those Pyro's SVI would train: the unconstrained values of
+the ``pyro.param`` sites (``pyro.module`` parameters included) that a first trace of guide and
+model finds in Pyro's param store or creates there. :class:`PyroProgram` holds them under
+their Pyro names, so a checkpoint refuses, naming the difference, to load into a pair whose
+parameter names or shapes differ.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pyro
+import torch
+from pyro import poutine
+from torch import nn
+
+from pyro_vae.config import USER_PAIR, USER_TENSOR, TrainConfig, validate
+from pyro_vae.data import ImageData
+from pyro_vae.distributed import process_group
+from pyro_vae.errors import UserInputError
+from pyro_vae.evaluation import fixed_seed
+from pyro_vae.importance import _modules_of, check_pair
+from pyro_vae.run import Run, resolve_device
+
+USER_BINARIZE = ("dynamic", "none")
+
+
+class PyroProgram(nn.Module):
+    """A user's Pyro model or guide as an ``nn.Module``: calling it runs the program.
+
+    Its parameters are the unconstrained ``pyro.param`` values the program uses (those of
+    its ``pyro.module``s included), in the order of ``names``, their Pyro names. The program
+    itself is not registered as a submodule (its module's parameters would appear twice);
+    :meth:`train` sets the mode of the module the program is, or is a bound method of.
+    """
+
+    def __init__(self, program: Callable, names: list[str], parameters: list[nn.Parameter]):
+        super().__init__()
+        object.__setattr__(self, "program", program)  # not a submodule: see the docstring
+        self.names = list(names)
+        self.values = nn.ParameterList(parameters)
+
+    def forward(self, x: torch.Tensor):
+        return self.program(x)
+
+    def train(self, mode: bool = True) -> PyroProgram:
+        super().train(mode)
+        for module in _modules_of(self.program):
+            module.train(mode)
+        return self
+
+    def get_extra_state(self) -> list[str]:
+        return self.names
+
+    def set_extra_state(self, state: list[str]) -> None:
+        pass  # load_state_dict has checked the names already
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        """Load parameters saved by name; a different set of names or shapes is refused."""
+        stored = state_dict.get("_extra_state")
+        if not isinstance(stored, list):
+            raise UserInputError("the checkpoint holds no parameter names: not a user pair's")
+        shapes = {n: tuple(state_dict[f"values.{i}"].shape) for i, n in enumerate(stored)}
+        ours = {n: tuple(p.shape) for n, p in zip(self.names, self.values)}
+        differences = [f"{n} missing from the pair" for n in shapes if n not in ours]
+        differences += [f"{n} not in the checkpoint" for n in ours if n not in shapes]
+        differences += [
+            f"{n}: shape {shapes[n]} in the checkpoint, {ours[n]} in the pair"
+            for n in ours
+            if n in shapes and shapes[n] != ours[n]
+        ]
+        if differences or stored != self.names:
+            listed = "; ".join(differences[:3]) or "the same names in another order"
+            more = f" and {len(differences) - 3} more" if len(differences) > 3 else ""
+            raise UserInputError(
+                f"the checkpoint's parameters do not fit this pair ({listed}{more}); "
+                "resume with the model and guide that wrote it"
+            )
+        return super().load_state_dict(state_dict, strict, assign)
+
+
+def program_parameters(
+    model: Callable, guide: Callable, x: torch.Tensor
+) -> tuple[dict[str, nn.Parameter], dict[str, nn.Parameter]]:
+    """The parameters of guide and model by Pyro name, found by tracing both on ``x``.
+
+    A ``pyro.param`` created from a plain tensor is replaced in Pyro's param store by an
+    ``nn.Parameter`` on the same storage (``ParamStoreDict.set_state``), so that the trainer's
+    optimizer, JIT trace and DDP see the very tensor the program reads. A parameter that
+    guide and model share (by name or as the same tensor) is the guide's.
+    """
+    with torch.no_grad():
+        guide_trace = poutine.trace(guide, param_only=True).get_trace(x)
+        replayed = poutine.replay(model, trace=poutine.trace(guide).get_trace(x))
+        model_trace = poutine.trace(replayed, param_only=True).get_trace(x)
+    store = pyro.get_param_store()
+    stored = store.get_state()
+    found = []
+    for trace in (guide_trace, model_trace):
+        found.append([name for name, site in trace.nodes.items() if site["type"] == "param"])
+    replaced = {}
+    for name in {n for names in found for n in names}:
+        value = stored["params"][name]
+        if not isinstance(value, nn.Parameter):
+            replaced[name] = nn.Parameter(value.detach())
+    if replaced:
+        constraints = {name: stored["constraints"][name] for name in replaced}
+        store.set_state({"params": replaced, "constraints": constraints})
+    params = store.get_state()["params"]
+    guide_params = {name: params[name] for name in found[0]}
+    shared = {id(value) for value in guide_params.values()}
+    model_params = {name: params[name] for name in found[1] if id(params[name]) not in shared}
+    return model_params, guide_params
+
+
+class TensorData(ImageData):
+    """Splits of a user's tensor of images, kept as the floats they are (no 0..255 scale)."""
+
+    def train_batch(self, index: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        x = self.train[index]
+        return torch.bernoulli(x, generator=generator) if self.binarize == "dynamic" else x
+
+    def eval_batches(self, split: str, batch_size: int) -> Iterator[torch.Tensor]:
+        yield from self.split(split).split(batch_size)
+
+
+def tensor_data(
+    images: torch.Tensor,
+    test_images: torch.Tensor | None,
+    config: TrainConfig,
+    device: torch.device,
+) -> TensorData:
+    """Training (the last ``config.valid_size`` of them validate), validation and test
+    splits of the user's images, on ``device``."""
+    for name, value in (("images", images), ("test_images", test_images)):
+        if value is None and name == "test_images":
+            continue
+        if not isinstance(value, torch.Tensor) or value.ndim < 2 or value.shape[0] < 1:
+            raise UserInputError(f"{name} must be a non-empty (N, ...) tensor")
+        if not torch.isfinite(value.float()).all():
+            raise UserInputError(f"{name} hold NaN or infinite values; clean the data first")
+    n_valid = config.valid_size
+    if not n_valid < images.shape[0]:
+        raise UserInputError(
+            f"valid_size {n_valid} leaves none of the {images.shape[0]} images to train on; "
+            f"use a valid_size below {images.shape[0]}"
+        )
+    if test_images is not None and test_images.shape[1:] != images.shape[1:]:
+        raise UserInputError(
+            f"test_images have shape {tuple(test_images.shape[1:])} per image, the training "
+            f"images {tuple(images.shape[1:])}"
+        )
+    binarize = config.binarize or "none"
+    if binarize not in USER_BINARIZE:
+        raise UserInputError(
+            f"binarize {binarize!r} is not offered for a tensor of images; valid modes: "
+            f"{', '.join(USER_BINARIZE)} (binarize once yourself for a static binarization)"
+        )
+    values = images.to(device, torch.get_default_dtype())
+    if binarize == "dynamic" and not ((values >= 0) & (values <= 1)).all():
+        raise UserInputError("binarize 'dynamic' needs values in [0, 1] (Bernoulli means)")
+    cut = values.shape[0] - n_valid
+    train, valid = values[:cut], values[cut:]
+    test = (
+        test_images.to(device, values.dtype)
+        if test_images is not None
+        else values.new_zeros((0, *values.shape[1:]))
+    )
+    if binarize == "dynamic":  # the held-out splits are binarized once, with fixed seeds
+        generator = torch.Generator(device=device)
+        valid = torch.bernoulli(valid, generator=generator.manual_seed(1))
+        test = torch.bernoulli(test.clamp(0, 1), generator=generator.manual_seed(2))
+
+    def unlabelled(split: torch.Tensor) -> torch.Tensor:
+        return torch.full((split.shape[0],), -1, dtype=torch.long, device=device)
+
+    return TensorData(
+        USER_TENSOR, binarize, train, valid, test, *map(unlabelled, (train, valid, test))
+    )
+
+
+def pair_config(config: TrainConfig) -> TrainConfig:
+    """``config`` as a user pair's run stores it, checked (no validation split unless asked)."""
+    values = {**config.to_dict(), "model": USER_PAIR, "dataset": USER_TENSOR}
+    values["valid_size"] = values["valid_size"] or 0
+    config = TrainConfig.from_dict(values)
+    validate(config)
+    if config.precision != "fp32":
+        raise UserInputError(
+            f"precision {config.precision!r} applies to the registry's networks; a user "
+            "pair trains in fp32 (use torch.autocast inside your own networks)"
+        )
+    return config
+
+
+def train_pair(
+    model: Callable,
+    guide: Callable,
+    images: torch.Tensor,
+    config: TrainConfig | None = None,
+    run_dir: str | Path | None = None,
+    *,
+    test_images: torch.Tensor | None = None,
+    data_plate: str = "data",
+    progress: bool = True,
+    resume: bool = False,
+) -> Run:
+    """Train a user's Pyro ``model``/``guide`` on ``images`` (``(N, ...)``) with the toolkit's
+    loop, writing a run folder; returns the :class:`~pyro_vae.run.Run`.
+
+    ``config`` (a :class:`~pyro_vae.config.TrainConfig`) supplies the training fields:
+    ``epochs``, ``batch_size``, ``lr`` and its schedule, ``elbo`` and ``num_particles``,
+    ``kl_warmup_epochs``, ``early_stopping``, ``valid_size`` (the last N images validate;
+    default none), ``binarize`` (``"none"``, the default, or ``"dynamic"``: the images are
+    Bernoulli means, drawn afresh each epoch), ``compile``, ``clip_norm``, ``seed``,
+    ``device`` and the checkpoint fields; the registry's fields (prior, decoder, ...) do not
+    apply. The images move to the config's device; the pair's modules must be there.
+    ``test_images`` are evaluated every epoch as the test ELBO (never used to choose).
+
+    ``resume=True`` continues the run in ``run_dir`` from its checkpoint: pass the same
+    kind of model and guide, freshly built; their parameters are replaced by the
+    checkpoint's, bit-identical on the CPU to the run left alone. Samples and
+    reconstructions need a decoder mean a user pair does not offer: skipped with a note.
+    """
+    from pyro_vae.trainer import Trainer, resume_state  # the trainer imports this module's users
+
+    state = None
+    if resume:
+        if run_dir is None:
+            raise UserInputError("resume needs the run folder to continue")
+        run_dir = Path(run_dir)
+        asked = pair_config(config) if config is not None else None
+        config, state = resume_state(run_dir, asked)
+        if config.model != USER_PAIR:
+            raise UserInputError(
+                f"{run_dir} holds a registry run ({config.model}); continue it with "
+                f"pyro-vae train --resume {run_dir}"
+            )
+    config = pair_config(config or TrainConfig())
+    device = resolve_device(config.device)
+    data = tensor_data(images, test_images, config, device)
+    probe = data.train[: min(2, data.train.shape[0])]
+    if data.binarize == "dynamic":
+        probe = probe.round()
+    with fixed_seed(config.seed, device), pyro.validation_enabled(True):
+        check_pair(model, guide, probe, data_plate)
+        model_params, guide_params = program_parameters(model, guide, probe)
+    modules = (
+        PyroProgram(model, list(model_params), list(model_params.values())),
+        PyroProgram(guide, list(guide_params), list(guide_params.values())),
+    )
+    if not any(p.requires_grad for m in modules for p in m.parameters()):
+        raise UserInputError(
+            "the pair has no parameters to train: register networks with pyro.module, or "
+            "use pyro.param (or write them as PyroModules)"
+        )
+    pyro.set_rng_seed(config.seed)  # the run's latent draws, as for a registry run
+    with process_group(device) as group:
+        trainer = Trainer.assemble(config, run_dir, group, data, *modules, state, resume)
+        return trainer.fit(progress)
