@@ -292,6 +292,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     viz.add_argument("--tsne", action="store_true", help="also a t-SNE map (slower)")
     _add_run_device(viz)
+
+    compare = commands.add_parser(
+        "compare",
+        help="put run folders side by side",
+        description="A table of the runs' differing config fields, epochs, best validation "
+        "ELBO, test ELBO and, where evaluated, log p̂(x) ± SE and the share of k̂ > 0.7.",
+    )
+    compare.add_argument("run_dirs", type=Path, nargs="+", metavar="RUN_DIR")
+    compare.add_argument("--csv", action="store_true", help="CSV instead of a markdown table")
+    compare.add_argument(
+        "--plot", type=Path, default=None, metavar="FILE", help="overlay the validation curves"
+    )
     return parser
 
 
@@ -452,9 +464,28 @@ def _report(message: str) -> None:
         print(f"pyro-vae: {one_line(message)}", file=sys.stderr)
 
 
+def _compare(args: argparse.Namespace) -> None:
+    from pyro_vae.compare import compare_runs, csv_table, markdown_table
+    from pyro_vae.plots import save_overlaid_curves
+    from pyro_vae.run import read_history
+
+    rows = compare_runs(args.run_dirs)
+    print(csv_table(rows) if args.csv else markdown_table(rows), end="")
+    if args.plot is not None:
+        histories = {str(run_dir): read_history(run_dir) for run_dir in args.run_dirs}
+        save_overlaid_curves(histories, args.plot)
+        print(f"wrote {args.plot}", file=sys.stderr)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    handlers = {"train": _train, "evaluate": _evaluate, "sample": _sample, "viz": _viz}
+    handlers = {
+        "train": _train,
+        "evaluate": _evaluate,
+        "sample": _sample,
+        "viz": _viz,
+        "compare": _compare,
+    }
     shown = warnings.showwarning
     warnings.showwarning = _show_warning
     try:

@@ -77,6 +77,26 @@ def save_curves(history: list[dict], path: Path, title: str | None = None) -> No
 SPLITS = ("valid", "test")
 
 
+def save_overlaid_curves(histories: dict[str, list[dict]], path: Path) -> None:
+    """Several runs' validation ELBO per epoch in one plot (a run without a validation split
+    shows its test ELBO, dashed), labelled by the keys of ``histories``."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
+    for label, history in histories.items():
+        for key, style, suffix in (("valid_elbo", "-", ""), ("test_elbo", "--", " (test)")):
+            points = [(row["epoch"], row[key]) for row in history if row.get(key) is not None]
+            if points:
+                ax.plot(*zip(*points), style, marker="o", markersize=2, label=label + suffix)
+                break
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("validation ELBO (nats per image)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
 def save_khat_plot(khat, threshold: float, path: Path) -> None:
     """Pareto k̂ of every data point, sorted, with the reliability threshold marked."""
     plt = _pyplot()
