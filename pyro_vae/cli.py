@@ -41,7 +41,9 @@ _DEFAULTS = TrainConfig()
 
 
 def _flag(field: str) -> str:
-    return "--no-download" if field == "download" else "--" + field.replace("_", "-")
+    """The flag of a config field: ``--no-NAME`` for a switch that is on by default."""
+    prefix = "--no-" if getattr(_DEFAULTS, field) is True else "--"
+    return prefix + field.replace("_", "-")
 
 
 def _one_of(values: Sequence[str]) -> str:
@@ -109,6 +111,8 @@ TRAIN_HELP = {
     "checkpoint_every": "write a checkpoint every N epochs (and always at the end)",
     "checkpoint_minutes": "also write one mid-epoch after this many minutes",
     "skip_nonfinite": "skip up to N steps with a NaN/inf loss or gradient before stopping",
+    "tensorboard": "write no TensorBoard logs (without it: RUN_DIR/tensorboard/ holds them "
+    "where the tensorboard package is installed, pip install 'pyro-vae[tensorboard]')",
 }
 
 
@@ -135,11 +139,11 @@ def _add_train_flags(parser: argparse.ArgumentParser) -> None:
         flag = _flag(f.name)
         default = getattr(_DEFAULTS, f.name)
         shown = " ".join(map(str, default)) if isinstance(default, list) else default
-        shows_default = default is not None and f.name != "download"  # a flag, not a value
+        shows_default = default is not None and default is not True  # not for a switch
         help_text = TRAIN_HELP[f.name] + (f" (default: {shown})" if shows_default else "")
         common = dict(default=argparse.SUPPRESS, dest=f.name)
-        if f.name == "download":
-            parser.add_argument("--no-download", action="store_false", help=help_text, **common)
+        if default is True:
+            parser.add_argument(flag, action="store_false", help=help_text, **common)
         elif f.name in ("hidden_dims", "flow_hidden_dims", "conv_channels"):
             parser.add_argument(flag, type=int, nargs="+", metavar="N", help=help_text, **common)
         else:

@@ -36,6 +36,7 @@ RESUMABLE_CHANGES = (
     "checkpoint_minutes",
     "skip_nonfinite",
     "early_stopping",  # when to stop, not what a step computes
+    "tensorboard",
 )
 
 
@@ -90,6 +91,7 @@ class TrainConfig:
     checkpoint_every: int = 1  # epochs
     checkpoint_minutes: float | None = 10.0  # also mid-epoch, after this many minutes
     skip_nonfinite: int = 0
+    tensorboard: bool = True  # RUN_DIR/tensorboard/ where the tensorboard package is installed
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 from torch.nn import functional as F
-from torchvision.utils import save_image
+from torchvision.utils import make_grid, save_image
 
 # Small images (8x8 digits) are scaled up by whole pixels so a grid is readable.
 MIN_DISPLAY_SIZE = 28
@@ -27,21 +27,34 @@ def _upscale(images: torch.Tensor) -> torch.Tensor:
     return F.interpolate(images, scale_factor=factor, mode="nearest") if factor > 1 else images
 
 
+def image_grid(images: torch.Tensor, nrow: int = 8) -> torch.Tensor:
+    """``(N, C, H, W)`` images with values in [0, 1] as one ``(C, H', W')`` grid image."""
+    return make_grid(_upscale(images.detach().float().cpu().clamp(0, 1)), nrow=nrow, padding=2)
+
+
 def save_image_grid(images: torch.Tensor, path: Path, nrow: int = 8) -> None:
     """Write ``(N, C, H, W)`` images with values in [0, 1] as one PNG grid."""
-    save_image(_upscale(images.detach().float().cpu().clamp(0, 1)), path, nrow=nrow, padding=2)
+    save_image(image_grid(images, nrow), path)
 
 
-def save_reconstructions(
-    originals: torch.Tensor, reconstructions: torch.Tensor, path: Path
-) -> None:
-    """Originals on odd rows, their reconstructions directly beneath them."""
+def reconstruction_rows(
+    originals: torch.Tensor, reconstructions: torch.Tensor
+) -> tuple[torch.Tensor, int]:
+    """Originals on odd rows, their reconstructions directly beneath them: the images in
+    that order, and the row length."""
     n = originals.shape[0]
     nrow = min(n, 8)
     rows = []
     for start in range(0, n, nrow):
         rows += [originals[start : start + nrow], reconstructions[start : start + nrow]]
-    save_image_grid(torch.cat(rows).cpu(), path, nrow=nrow)
+    return torch.cat(rows).cpu(), nrow
+
+
+def save_reconstructions(
+    originals: torch.Tensor, reconstructions: torch.Tensor, path: Path
+) -> None:
+    images, nrow = reconstruction_rows(originals, reconstructions)
+    save_image_grid(images, path, nrow=nrow)
 
 
 def save_curves(history: list[dict], path: Path, title: str | None = None) -> None:

@@ -85,6 +85,7 @@ from pyro_vae.svi import (
     svi_step_deferred,
     warn_sampled_kl,
 )
+from pyro_vae.tracking import IMAGES_EVERY, TensorBoardLog, tensorboard_available
 
 # Steps between progress-bar loss updates, between reads of deferred finiteness flags, and
 # between the ranks' agreements on a mid-epoch checkpoint or stop.
@@ -554,6 +555,22 @@ class Trainer:
                 row[f"{split}_{name}"] = value
         return self.group.from_main(row)
 
+    def tensorboard_log(self) -> TensorBoardLog | None:
+        """Rank 0's TensorBoard writer, where asked for and the package is installed."""
+        wanted = self.config.tensorboard and self.group.is_main and tensorboard_available()
+        return TensorBoardLog(self.run_dir, self.config) if wanted else None
+
+    def to_tensorboard(self, tracker: TensorBoardLog | None) -> None:
+        """The newest metrics row, and every IMAGES_EVERY epochs and at the last, images."""
+        if tracker is None:
+            return
+        row = self.history[-1]
+        tracker.epoch(row)
+        if row["epoch"] % IMAGES_EVERY == 0 or row["epoch"] == self.config.epochs:
+            test_images = next(self.data.eval_batches("test", 32), None)
+            if test_images is not None:
+                tracker.images(row["epoch"], self.model, self.guide, test_images)
+
     def skip_or_stop(self, epoch: int, step: int, x: torch.Tensor) -> None:
         """A non-finite step: skipped while ``skip_nonfinite`` allows, else the run stops."""
         self.position.skipped += 1
@@ -572,11 +589,13 @@ class Trainer:
         """Train to ``config.epochs``, evaluating and checkpointing as scheduled."""
         config = self.config
         patience = config.early_stopping
+        tracker = self.tensorboard_log()
         if not self.history:  # epoch 0, the untrained model, is evaluated and checkpointed
             self.history.append(self.evaluate_row(0, None, None))
             self.write_checkpoint()
             if patience:
                 self.write_best()
+            self.to_tensorboard(tracker)
         self.write_metrics()
         steps_per_epoch = math.ceil(self.data.train.shape[0] / config.batch_size)
         done = min(self.position.epochs_done, config.epochs) * steps_per_epoch + self.position.step
@@ -597,6 +616,7 @@ class Trainer:
                 self.position = Position(epochs_done=epoch, skipped=self.position.skipped)
                 self.history.append(self.evaluate_row(epoch, train_elbo, seconds))
                 self.write_metrics()
+                self.to_tensorboard(tracker)
                 step_scheduler(self.scheduler, self.history[-1]["valid_elbo"])
                 if patience and best_epoch(self.history) == epoch:
                     self.write_best()
@@ -615,6 +635,8 @@ class Trainer:
                     )
                 if stopping_early:
                     break
+        if tracker is not None:
+            tracker.close(self.history)
         run = Run(config, self.model, self.guide, self.data, self.run_dir, self.history)
         if self.group.is_main:
             write_images(run, self.run_dir)
