@@ -206,6 +206,13 @@ def _mismatch(eager: tuple, traced: tuple, names: list[str]) -> str | None:
     return None
 
 
+def torchscript_available() -> bool:
+    """Whether this torch still has TorchScript's tracer, which PyTorch has deprecated and
+    Pyro's JIT ELBOs rest on; without it every run trains eagerly, with one warning."""
+    jit = getattr(torch, "jit", None)
+    return all(hasattr(jit, name) for name in ("trace", "optimized_execution"))
+
+
 def training_loss(
     elbo: pyro.infer.ELBO,
     model: Callable,
@@ -230,7 +237,9 @@ def training_loss(
         return eager, "eager"
     if mode != "jit":
         raise ValueError(f"unknown compile mode {mode!r}; valid modes: {', '.join(COMPILE_MODES)}")
-    if type(elbo) not in JIT_FORMS:
+    if not torchscript_available():
+        reason = f"torch {torch.__version__} has no TorchScript (torch.jit.trace)"
+    elif type(elbo) not in JIT_FORMS:
         reason = f"no JIT form of {type(elbo).__name__} is known (pyro_vae.compiled.JIT_FORMS)"
     else:
         traced = JitTracedLoss(elbo, model, guide, constants)

@@ -26,7 +26,7 @@ import csv
 import json
 import math
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,12 +36,11 @@ import torch
 from pyro import poutine
 from pyro.poutine.util import site_is_subsample
 from torch import nn
-from torch.utils import _pytree as pytree
-from torch.utils._python_dispatch import TorchDispatchMode
 
 from pyro_vae.distributed import SINGLE, ProcessGroup
 from pyro_vae.errors import UserInputError
 from pyro_vae.evaluation import EVAL_SEED, fixed_seed, stream_seed
+from pyro_vae.torch_private import TorchDispatchMode
 
 KHAT_THRESHOLD = 0.7
 BOUND_SIZES = (1, 5, 50, 500, 5000)
@@ -238,9 +237,17 @@ class _OutputSizes(TorchDispatchMode):
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
-        tensors = [t for t in pytree.tree_leaves(out) if isinstance(t, torch.Tensor)]
-        self.sizes.append(max((t.numel() for t in tensors), default=0))
+        self.sizes.append(max((t.numel() for t in _tensors(out)), default=0))
         return out
+
+
+def _tensors(out) -> Iterator[torch.Tensor]:
+    """The tensors in an operation's output (a tensor, or tuples and lists of them)."""
+    if isinstance(out, torch.Tensor):
+        yield out
+    elif isinstance(out, (tuple, list)):
+        for item in out:
+            yield from _tensors(item)
 
 
 def values_per_draw(

@@ -13,7 +13,6 @@ and data parallelism, is ``pyro_vae.trainer``.
 
 from __future__ import annotations
 
-import functools
 import warnings
 from collections.abc import Callable
 
@@ -25,6 +24,7 @@ from pyro_vae.data import ImageData
 from pyro_vae.errors import UserInputError
 from pyro_vae.evaluation import fixed_seed
 from pyro_vae.objectives import analytic_kl_pairs
+from pyro_vae.torch_private import add_nonfinite_flag
 
 DEFER_CHECK_DEVICES = ("cuda",)  # where the per-step finiteness check is read in windows
 
@@ -47,7 +47,7 @@ def nonfinite_flag(loss: torch.Tensor, grads: list[torch.Tensor]) -> torch.Tenso
     finite, else positive. Computed without waiting for the device.
 
     The gradients are scanned by the kernel AMP's gradient scaler uses (one fused pass,
-    multiplying by 1, which leaves them as they are), three times faster on the CPU than
+    :func:`pyro_vae.torch_private.add_nonfinite_flag`), three times faster on the CPU than
     the norm of every gradient.
     """
     found = (~torch.isfinite(loss)).float().reshape(())
@@ -56,7 +56,7 @@ def nonfinite_flag(loss: torch.Tensor, grads: list[torch.Tensor]) -> torch.Tenso
         groups.setdefault((grad.device, grad.dtype), []).append(grad)
     for (device, _), group in groups.items():
         here = found if device == found.device else torch.zeros((), device=device)
-        torch._amp_foreach_non_finite_check_and_unscale_(group, here, _one(device))
+        add_nonfinite_flag(group, here)
         if here is not found:
             found += here.to(found.device)
     return found
@@ -65,11 +65,6 @@ def nonfinite_flag(loss: torch.Tensor, grads: list[torch.Tensor]) -> torch.Tenso
 def all_finite(loss: torch.Tensor, grads: list[torch.Tensor]) -> bool:
     """Whether the loss and every gradient element are finite (one wait for the device)."""
     return not nonfinite_flag(loss, grads).item()
-
-
-@functools.cache
-def _one(device: torch.device) -> torch.Tensor:
-    return torch.ones((), device=device)
 
 
 def svi_step(

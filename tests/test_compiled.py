@@ -196,3 +196,19 @@ def test_replays_use_the_models_own_parameters_whatever_the_param_store_holds():
     assert ours.item() == pytest.approx(theirs.item(), rel=1e-6)
     for a, b in zip(our_grads, their_grads):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_a_torch_without_torchscript_trains_eagerly_with_one_warning(tmp_path, monkeypatch):
+    """PyTorch has deprecated TorchScript: a release without torch.jit.trace must still train,
+    bit-identically to --compile eager, saying once why."""
+    eager = train(small_config(compile="eager"), run_dir=tmp_path / "eager", progress=False)
+    monkeypatch.delattr(torch.jit, "trace")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        run = train(small_config(compile="jit"), run_dir=tmp_path / "jit", progress=False)
+    said = [str(w.message) for w in caught if "--compile jit" in str(w.message)]
+    assert len(said) == 1 and "has no TorchScript (torch.jit.trace)" in said[0]
+    assert {row["compile"] for row in run.history} == {"eager"}
+    for part in ("model", "guide"):
+        ours, theirs = getattr(run, part).state_dict(), getattr(eager, part).state_dict()
+        assert all(torch.equal(ours[name], theirs[name]) for name in ours), part

@@ -1,0 +1,118 @@
+"""What replaces TorchScript: SVI step time of the JIT-traced loss beside torch.compile, in one
+process.
+
+PyTorch has deprecated TorchScript, on which ``--compile jit`` (Pyro's JIT ELBOs) rests. This
+measures the candidates on the network of Pyro's VAE example (784-400-50 MLPs, softplus,
+Trace_ELBO, batch 256, one fused Adam), on random binary 28x28 images (the step time does
+not depend on the pixel values):
+
+    eager             Pyro's eager Trace_ELBO (--compile eager)
+    jit               pyro_vae.compiled: Pyro's JitTrace_ELBO, checked (--compile jit)
+    compile-networks  eager Pyro handlers, encoder and decoder under torch.compile (the step
+                      below Pyro's handlers)
+    compile-loss      torch.compile of the whole eager loss, Pyro's handlers included
+
+Each variant has its own freshly initialized copy of the same network; the first
+``--warmup`` steps (compilation included) are not timed, then the variants take turns for
+``--rounds`` rounds of ``--steps`` steps, and the median step time is reported.
+
+    python scripts/bench_compile.py --rounds 5 --steps 40
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import time
+from datetime import datetime, timezone
+
+import pyro
+import torch
+
+from pyro_vae.compiled import training_loss
+from pyro_vae.config import TrainConfig
+from pyro_vae.registry import build_vae, make_elbo
+from pyro_vae.svi import adam, svi_step
+
+VARIANTS = ("eager", "jit", "compile-networks", "compile-loss")
+
+
+def make_step(variant: str, config: TrainConfig, x: torch.Tensor):
+    """A function taking one SVI step of ``variant`` on a batch, with its own network."""
+    pyro.clear_param_store()
+    pyro.set_rng_seed(0)
+    model, guide = build_vae(config, (1, 28, 28))
+    if variant == "compile-networks":
+        model.decoder.compile()
+        guide.encoder.compile()
+    named = list(torch.nn.ModuleDict({"model": model, "guide": guide}).named_parameters())
+    mode = "jit" if variant == "jit" else "eager"
+    loss, _ = training_loss(make_elbo(config), model, guide, x, named, mode)
+    if variant == "compile-loss":
+        loss = torch.compile(loss)
+    optimizer = adam([p for _, p in named], config.lr)
+    return lambda batch: svi_step(loss, optimizer, batch)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--warmup", type=int, default=20)
+    parser.add_argument("--steps", type=int, default=40)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
+    args = parser.parse_args()
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    config = TrainConfig(hidden_dims=[400], latent_dim=50, device=device)
+    generator = torch.Generator().manual_seed(0)
+    batches = torch.bernoulli(
+        torch.full((8, args.batch_size, 1, 28, 28), 0.13), generator=generator
+    )
+    batches = batches.to(device)
+    steps, failed = {}, {}
+    for variant in args.variants:
+        try:
+            step = make_step(variant, config, batches[0])
+            started = time.perf_counter()
+            for i in range(args.warmup):
+                step(batches[i % len(batches)])
+            print(
+                f"{variant}: warm-up (compilation included) {time.perf_counter() - started:.1f} s"
+            )
+            steps[variant] = step
+        except Exception as error:  # noqa: BLE001 - a variant that cannot run is reported
+            failed[variant] = f"{type(error).__name__}: {str(error).splitlines()[0][:160]}"
+            print(f"{variant}: failed ({failed[variant]})")
+    times: dict[str, list[float]] = {variant: [] for variant in steps}
+    for _ in range(args.rounds):
+        for variant, step in steps.items():
+            if device == "cuda":
+                torch.cuda.synchronize()
+            started = time.perf_counter()
+            for i in range(args.steps):
+                step(batches[i % len(batches)])
+            if device == "cuda":
+                torch.cuda.synchronize()
+            times[variant].append((time.perf_counter() - started) / args.steps)
+    name = (
+        torch.cuda.get_device_name()
+        if device == "cuda"
+        else f"cpu ({torch.get_num_threads()} threads)"
+    )
+    print(f"\n{name}; python {platform.python_version()}, torch {torch.__version__}, "
+          f"pyro {pyro.__version__}; {datetime.now(timezone.utc):%Y-%m-%d %H:%M UTC}")  # fmt: skip
+    print(f"batch {args.batch_size}, median of {args.rounds} rounds of {args.steps} steps\n")
+    print("| variant | ms per step | vs jit |")
+    print("| --- | --- | --- |")
+    base = statistics.median(times["jit"]) if "jit" in times else None
+    for variant, values in times.items():
+        ms = 1000 * statistics.median(values)
+        ratio = f"{statistics.median(values) / base:.2f}x" if base else ""
+        print(f"| {variant} | {ms:.2f} | {ratio} |")
+    for variant, reason in failed.items():
+        print(f"| {variant} | failed: {reason} | |")
+
+
+if __name__ == "__main__":
+    main()
