@@ -9,6 +9,7 @@ from guides.hierarchical import HierarchicalGuide
 from guides.lowrank_normal import LowRankNormalGuide
 from guides.mixture import MixtureGuide
 from guides.student_t import StudentTGuide
+from guides.zuko_flows import ZukoFlowGuide, ZukoFlowPrior
 
 __all__ = [
     "AmortizedGuide",
@@ -21,4 +22,6 @@ __all__ = [
     "MLPEncoder",
     "MixtureGuide",
     "StudentTGuide",
+    "ZukoFlowGuide",
+    "ZukoFlowPrior",
 ]

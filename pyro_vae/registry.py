@@ -32,6 +32,8 @@ from guides import (
     MixtureGuide,
     MLPEncoder,
     StudentTGuide,
+    ZukoFlowGuide,
+    ZukoFlowPrior,
 )
 from models import (
     BernoulliLikelihood,
@@ -57,9 +59,9 @@ from pyro_vae.nn import compute_in
 from pyro_vae.objectives import IWAE_ELBO, STL_ELBO, DReG_IWAE_ELBO
 
 
-def _flow(kind: str) -> Callable:
-    def make(config: TrainConfig, encoder: nn.Module, latent_dim: int) -> FlowGuide:
-        return FlowGuide(encoder, latent_dim, kind, config.flow_depth, config.flow_hidden_dims)
+def _flow(kind: str, family: type = FlowGuide) -> Callable:
+    def make(config: TrainConfig, encoder: nn.Module, latent_dim: int) -> nn.Module:
+        return family(encoder, latent_dim, kind, config.flow_depth, config.flow_hidden_dims)
 
     return make
 
@@ -107,6 +109,8 @@ REGISTRY: dict[str, dict[str, Callable]] = {
         "planar": _flow("planar"),
         "radial": _flow("radial"),
         "spline": _flow("spline"),
+        "zuko-nsf": _flow("zuko-nsf", ZukoFlowGuide),  # optional extra: pip install zuko
+        "zuko-naf": _flow("zuko-naf", ZukoFlowGuide),
         "mixture": lambda config, encoder, dim: MixtureGuide(
             encoder, dim, config.mixture_components
         ),
@@ -122,6 +126,9 @@ REGISTRY: dict[str, dict[str, Callable]] = {
             dim, posterior, shape, config.prior_components
         ),
         "flow": lambda config, dim, posterior, shape: FlowPrior(
+            dim, config.prior_flow_depth, config.flow_hidden_dims
+        ),
+        "zuko-nsf": lambda config, dim, posterior, shape: ZukoFlowPrior(
             dim, config.prior_flow_depth, config.flow_hidden_dims
         ),
     },

@@ -21,7 +21,7 @@ import pyro
 import torch
 
 from pyro_vae import REGISTRY, TrainConfig, log_likelihood, train
-from pyro_vae.checkpoint import CHECKPOINT_NAME
+from pyro_vae.trainer import holds_run
 
 DEFAULT_DATA_DIR = Path(__file__).resolve().parents[2] / "shared" / "data"
 COLUMNS = (
@@ -67,7 +67,8 @@ def main() -> None:
             device=args.device,
         )
         run_dir = Path(args.runs_dir) / name
-        resume = (run_dir / CHECKPOINT_NAME).exists()
+        # A run stopped before its first checkpoint has its config.json: it starts afresh.
+        resume = holds_run(run_dir)
         run = train(config, run_dir=run_dir, progress=False, resume=resume)
         device = run.data.device
         seconds = statistics.mean(row["seconds"] for row in run.history[1:])

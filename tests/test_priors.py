@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-from guides import MLPEncoder
+from guides import MLPEncoder, ZukoFlowPrior
 from models import (
     FlowPrior,
     LearnedNormalPrior,
@@ -40,11 +40,12 @@ def make_prior(name: str, dim: int) -> nn.Module:
             "learned-normal": lambda: LearnedNormalPrior(dim),
             "mog": lambda: MixtureOfGaussiansPrior(dim, 3),
             "flow": lambda: FlowPrior(dim, 2, [8]),
+            "zuko-nsf": lambda: ZukoFlowPrior(dim, 2, [8]),
         }[name]()
     )
 
 
-PRIORS = ["standard-normal", "learned-normal", "mog", "vamp", "flow"]
+PRIORS = ["standard-normal", "learned-normal", "mog", "vamp", "flow", "zuko-nsf"]
 
 
 def grid(dim: int, half_width: float = 9.0, points: int = 601):
@@ -59,7 +60,7 @@ def grid(dim: int, half_width: float = 9.0, points: int = 601):
 @pytest.mark.parametrize("name", PRIORS)
 @pytest.mark.parametrize("dim", [1, 2])
 def test_density_integrates_to_one_and_samples_match_its_moments(name, dim):
-    if name == "flow" and dim == 1:
+    if name in ("flow", "zuko-nsf") and dim == 1:
         pytest.skip("an autoregressive flow needs at least two dimensions")
     prior = make_prior(name, dim)
     z, cell = grid(dim, points=601 if dim == 1 else 241)
