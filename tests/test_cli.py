@@ -53,7 +53,8 @@ def test_python_dash_m_is_the_same_command(tmp_path):
     assert result.returncode == 2
     assert result.stderr.strip() == (
         "pyro-vae: error: unknown guide 'nope'; valid guide names: diag-normal, "
-        "lowrank-normal, full-normal, iaf, planar, radial, spline, mixture, student-t"
+        "lowrank-normal, full-normal, iaf, planar, radial, spline, zuko-nsf, zuko-naf, mixture, "
+        "student-t"
     )
 
 
