@@ -1,0 +1,83 @@
+"""scripts/reproduce_mnist.py: every row is a valid command, and the GPU rows run at small scale."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from pyro_vae.cli import build_parser, train_config_from_args
+from pyro_vae.run import read_config, read_history
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "reproduce_mnist.py"
+
+
+@pytest.fixture(scope="module")
+def reproduce():
+    spec = importlib.util.spec_from_file_location("reproduce_mnist", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_every_row_is_a_valid_train_command(reproduce, tmp_path):
+    args = reproduce.parse_args(["--runs-dir", str(tmp_path)])
+    for row in reproduce.ROWS.values():
+        command = reproduce.train_command(row, tmp_path / row.key, args)
+        assert command[3] == "train" and "--resume" not in command
+        config = train_config_from_args(build_parser().parse_args(command[3:]))
+        assert config.dataset == "mnist" and config.binarize is None  # dynamic, the default
+        expected = {"A": "trace", "B": "iwae", "C": "iwae-dreg", "F1": "iwae"}
+        assert config.elbo == expected.get(row.key, config.elbo)
+        if row.key in ("A", "B", "C", "F1"):  # Burda et al.'s network and schedule
+            assert (config.latent_dim, config.hidden_dims) == (50, [200, 200])
+            assert (config.activation, config.batch_size, config.valid_size) == ("tanh", 20, 0)
+            assert (config.lr_schedule, config.epochs) == ("burda", 3280)
+        else:  # Tomczak & Welling's
+            assert (config.prior, config.prior_components, config.lr) == ("vamp", 500, 5e-4)
+            assert (config.kl_warmup_epochs, config.early_stopping) == (100, 50)
+
+
+def test_gpu_rows_are_skipped_on_a_cpu_unless_capped(reproduce, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    out = tmp_path / "RESULTS.md"
+    common = ["--runs-dir", str(tmp_path / "runs"), "--results", str(out)]
+    figures = ["--figures-dir", str(tmp_path / "figures"), "--notes", str(tmp_path / "none.md")]
+    assert reproduce.main(["--rows", "F1", "F2", "--max-minutes", "0", *common, *figures]) == 0
+    said = capsys.readouterr().out
+    assert "row F1 needs a GPU" in said and "row F2 needs a GPU" in said
+    assert "| F1 | IWAE k=50, the network of A | not run yet |" in out.read_text()
+
+
+def test_rows_f_run_continue_and_report_at_small_scale(reproduce, tmp_path, capsys):
+    """The GPU rows' commands on digits for an epoch: trained, evaluated, reported; a second
+    invocation finds the evaluation current; a larger --epochs continues the run."""
+    runs, results, figures = tmp_path / "runs", tmp_path / "RESULTS.md", tmp_path / "figures"
+    small = ["--dataset", "digits", "--num-samples", "8", "--max-images", "10", "--jobs", "2"]
+    paths = ["--runs-dir", str(runs), "--results", str(results), "--figures-dir", str(figures)]
+    argv = [*small, *paths, "--notes", str(tmp_path / "none.md"), "--max-minutes", "5"]
+    assert reproduce.main(["--rows", "F1", "F2", "--epochs", "1", *argv]) == 0
+    assert "row F1: evaluated epoch 1" in capsys.readouterr().out
+    text = results.read_text()
+    for key in ("F1", "F2"):
+        record = json.loads((runs / key / "reproduce.json").read_text())
+        assert (record["trained_epochs"], record["num_samples"], record["max_images"]) == (1, 8, 10)
+        nll = -record["evaluation"]["log_likelihood"]
+        assert re.search(rf"\| {key} \| .* \| 1 of 1 \| .* \| {nll:.2f} ± ", text)
+        assert (figures / f"mnist-{key}.png").stat().st_size > 1000
+        assert f"![learning curve of row {key}](figures/mnist-{key}.png)" in text
+    assert read_config(runs / "F2").guide == "iaf" and read_config(runs / "F2").model == "hvae"
+
+    assert reproduce.main(["--rows", "F1", "--epochs", "1", *argv]) == 0
+    assert "row F1: evaluation of epoch 1 is current" in capsys.readouterr().out
+
+    assert reproduce.main(["--rows", "F1", "--epochs", "2", *argv]) == 0
+    assert "row F1: evaluated epoch 2" in capsys.readouterr().out
+    assert [row["epoch"] for row in read_history(runs / "F1")] == [0, 1, 2]
+    assert "resume" in (runs / "F1.log").read_text()  # continued, not started afresh
