@@ -244,7 +244,10 @@ def row_report(row: Row, args: argparse.Namespace) -> tuple[str, str]:
     title = f"| {row.key} | {row.configuration} |"
     published = "—" if row.published_nll is None else f"{row.published_nll:.2f}"
     if not (run_dir / "reproduce.json").is_file():
-        return f"{title} not run yet | | | | {published} | | {row.target} |", ""
+        status = "not run: needs a GPU" if row.gpu else "not run yet"
+        if (run_dir / "checkpoint.pt").is_file():
+            status = f"{read_history(run_dir)[-1]['epoch']}, not evaluated yet"
+        return f"{title} {status} | | | | | {published} | | {row.target} |", ""
     record = json.loads((run_dir / "reproduce.json").read_text())
     summary, config = record["evaluation"], read_config(run_dir)
     history = read_history(run_dir)
@@ -294,7 +297,8 @@ def save_curve(history: list[dict], path: Path, title: str) -> None:
     from pyro_vae.plots import save_curves
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    save_curves(history, path, title=title)
+    # From epoch 1: the untrained model's ELBO (epoch 0, some -550) would flatten the rest.
+    save_curves([row for row in history if row["epoch"] > 0], path, title=title)
 
 
 HEADER = """\
@@ -304,9 +308,10 @@ Written by `python scripts/reproduce_mnist.py` (issue 13); do not edit by hand: 
 rewrites this file from the run folders each time it runs. Training images are binarized
 afresh at every pass; the 10,000 test images once, with a fixed seed. log p̂(x) is the
 importance-sampled estimate with K = 5000 samples per image, its ± the standard error over
-images; NLL = −log p̂(x) in nats, lower is better. The curves show the ELBO per epoch on the
-training set, the validation split (rows with early stopping) and the test set (shown, never
-used to choose anything).
+images; NLL = −log p̂(x) in nats, lower is better. The curves show, from epoch 1, the ELBO
+per epoch on the training set (the objective it trained, β-weighted during warm-up), the
+validation split (rows with early stopping) and the test set (shown, never used to choose
+anything), and beside it the ELBO's KL term for the epochs that recorded it.
 
 | row | configuration | epochs | training | NLL ± SE | −ELBO | k̂ > 0.7 | published NLL | difference | target |
 | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |

@@ -52,7 +52,11 @@ def test_gpu_rows_are_skipped_on_a_cpu_unless_capped(reproduce, tmp_path, capsys
     assert reproduce.main(["--rows", "F1", "F2", "--max-minutes", "0", *common, *figures]) == 0
     said = capsys.readouterr().out
     assert "row F1 needs a GPU" in said and "row F2 needs a GPU" in said
-    assert "| F1 | IWAE k=50, the network of A | not run yet |" in out.read_text()
+    table = out.read_text()
+    assert "| F1 | IWAE k=50, the network of A | not run: needs a GPU | | | | |" in table
+    # Every row of the table has its ten cells.
+    rows = [line for line in table.splitlines() if line.startswith("| ")]
+    assert {line.count(" |") for line in rows} == {10}
 
 
 def test_rows_f_run_continue_and_report_at_small_scale(reproduce, tmp_path, capsys):
