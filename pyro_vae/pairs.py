@@ -100,10 +100,9 @@ def program_parameters(
     optimizer, JIT trace and DDP see the very tensor the program reads. A parameter that
     guide and model share (by name or as the same tensor) is the guide's.
     """
-    with torch.no_grad():
-        guide_trace = poutine.trace(guide, param_only=True).get_trace(x)
-        replayed = poutine.replay(model, trace=poutine.trace(guide).get_trace(x))
-        model_trace = poutine.trace(replayed, param_only=True).get_trace(x)
+    with torch.no_grad():  # one trace of each records its param sites beside its samples
+        guide_trace = poutine.trace(guide).get_trace(x)
+        model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(x)
     store = pyro.get_param_store()
     stored = store.get_state()
     found = []
