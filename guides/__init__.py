@@ -1,6 +1,7 @@
 """Variational families q_φ(z|x) as amortized Pyro guides, and their encoders."""
 
 from guides.base import AmortizedGuide
+from guides.conditional import ClassConditionalGuide, LabelConditionedEncoder
 from guides.diag_normal import DiagNormalGuide
 from guides.encoders import ConvEncoder, MLPEncoder
 from guides.flows import FlowGuide
@@ -12,6 +13,8 @@ from guides.student_t import StudentTGuide
 from guides.zuko_flows import ZukoFlowGuide, ZukoFlowPrior
 
 __all__ = [
+    "ClassConditionalGuide",
+    "LabelConditionedEncoder",
     "AmortizedGuide",
     "ConvEncoder",
     "DiagNormalGuide",

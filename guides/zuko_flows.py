@@ -126,8 +126,9 @@ class ZukoFlowGuide(AmortizedGuide):
 
     def code(self, x: torch.Tensor) -> torch.Tensor:
         """The base's mean (zero) pushed through the flow (q's mean has no closed form)."""
-        q = self.flow(self.encoder(x))
-        return q.transform.inv(q.base.mean.expand(x.shape[0], self.latent_dim))
+        hidden = self.encoder(x)
+        q = self.flow(hidden)
+        return q.transform.inv(q.base.mean.expand(*hidden.shape[:-1], self.latent_dim))
 
 
 class ZukoFlowPrior(nn.Module):

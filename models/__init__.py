@@ -1,5 +1,6 @@
 """Generative models p(z) p_θ(x|z): priors, decoders, likelihoods and the Pyro model."""
 
+from models.conditional import ClassConditionalModel
 from models.decoders import ConvDecoder, MLPDecoder
 from models.hvae import HierarchicalVAEModel
 from models.likelihoods import (
@@ -23,6 +24,7 @@ from models.priors import (
 from models.vae import VAEModel
 
 __all__ = [
+    "ClassConditionalModel",
     "BernoulliImage",
     "BernoulliLikelihood",
     "ContinuousBernoulliLikelihood",

@@ -14,7 +14,7 @@ from pyro_vae.importance import (
     LogLikelihoodEstimate,
     importance_log_likelihood,
 )
-from pyro_vae.latent import write_latent_images
+from pyro_vae.latent import write_class_images, write_latent_images
 from pyro_vae.report import write_report
 from pyro_vae.run import Run
 
@@ -51,6 +51,7 @@ def log_likelihood(
             labels=labels,
             progress=bar.update,
             group=group,
+            condition_on_labels=getattr(run.model, "needs_labels", False),  # cvae: log p(x|y)
         )
     if getattr(run.model.likelihood, "discrete", False):  # a probability mass: bits per dim
         dims = math.prod(images.shape[1:])
@@ -73,14 +74,18 @@ def visualize(
     """
     if run.run_dir is None:
         raise UserInputError("visualize needs a run with a run folder (train or load_run)")
-    images, summary = write_latent_images(
-        run,
-        Path(run.run_dir) / "viz",
-        num_pairs=num_pairs,
-        max_dims=max_dims,
-        attribute_classes=attribute_classes,
-        tsne=tsne,
-    )
+    out_dir = Path(run.run_dir) / "viz"
+    if hasattr(run.model, "num_classes"):  # m2, cvae: pictures of p(x | y, z)
+        images, summary = write_class_images(run, out_dir)
+    else:
+        images, summary = write_latent_images(
+            run,
+            out_dir,
+            num_pairs=num_pairs,
+            max_dims=max_dims,
+            attribute_classes=attribute_classes,
+            tsne=tsne,
+        )
     return write_report(run, images, summary)
 
 

@@ -62,7 +62,13 @@ TRAIN_HELP = {
     "train array); 0: train on all, with no validation ELBO (early stopping refused)",
     "binarize": f"binarization ({_one_of(BINARIZE_MODES)}); default: the likelihood's "
     "(dynamic for bernoulli)",
-    "model": f"model ({_one_of(names('model'))}); hvae has two stochastic layers",
+    "model": f"model ({_one_of(names('model'))}); hvae has two stochastic layers; m2 is "
+    "Kingma et al. 2014's semi-supervised model (label summed out by enumeration), cvae the "
+    "class-conditional VAE p(x|y)",
+    "labels": "m2: training images that keep their label, balanced over the classes and "
+    "chosen by --seed (recorded in RUN_DIR/labelled.json); the rest train unlabelled",
+    "classifier_weight": "m2: weight α of the classification term α·log q(y|x) on labelled "
+    "images (default: Kingma et al.'s 0.1·N/labels, N the training images)",
     "prior": f"prior p(z) ({_one_of(names('prior'))}); the top layer's under hvae",
     "decoder": f"decoder network ({_one_of(names('decoder'))})",
     "likelihood": f"likelihood p(x|z) ({_one_of(names('likelihood'))})",
@@ -116,7 +122,13 @@ TRAIN_HELP = {
 }
 
 
-_NONE_DEFAULT_TYPES = {"clip_norm": float, "checkpoint_minutes": float, "valid_size": int}
+_NONE_DEFAULT_TYPES = {
+    "clip_norm": float,
+    "checkpoint_minutes": float,
+    "valid_size": int,
+    "labels": int,
+    "classifier_weight": float,
+}
 
 
 def one_line(text: str) -> str:
@@ -147,7 +159,7 @@ def _add_train_flags(parser: argparse.ArgumentParser) -> None:
         elif f.name in ("hidden_dims", "flow_hidden_dims", "conv_channels"):
             parser.add_argument(flag, type=int, nargs="+", metavar="N", help=help_text, **common)
         else:
-            # Fields whose default is None are strings, but for the one float among them.
+            # Fields whose default is None are strings, but for those _NONE_DEFAULT_TYPES names.
             kind = type(default) if default is not None else _NONE_DEFAULT_TYPES.get(f.name, str)
             metavar = f.name.upper()
             parser.add_argument(flag, type=kind, metavar=metavar, help=help_text, **common)
@@ -354,6 +366,8 @@ def _train(args: argparse.Namespace) -> None:
         )
     if final["valid_elbo"] is not None:
         print(f"validation ELBO: {final['valid_elbo']:.3f} nats per image")
+    if final.get("test_error") is not None:  # m2
+        print(f"test error of argmax q(y|x): {final['test_error']:.2%}")
     print(
         f"test ELBO: {final['test_elbo']:.3f} nats per image "
         f"({run.data.test.shape[0]} test images of {run.config.dataset}, "
@@ -384,6 +398,12 @@ def _evaluate(args: argparse.Namespace) -> None:
                 f"{args.split} ELBO: {elbo:.3f} nats per image ({n} images of {run.config.dataset})"
             )
             result["trace_elbo"] = elbo
+            if getattr(run.guide, "classifier", None) is not None:  # m2: q(y|x) classifies
+                from pyro_vae.semisupervised import label_error
+
+                error = label_error(run.guide, run.data, args.split, run.config.eval_batch_size)
+                print(f"{args.split} error of argmax q(y|x): {error:.2%} ({n} images)")
+                result["error"] = error
         if args.elbo_only:
             if group.is_main:
                 (args.run_dir / "evaluation.json").write_text(json.dumps(result, indent=2) + "\n")
@@ -402,8 +422,9 @@ def _evaluate(args: argparse.Namespace) -> None:
     written = write_evaluation(estimate, args.run_dir, result)
     summary = estimate.summary
     bounds = ", ".join(f"{name} {value:.3f}" for name, value in summary["bounds"].items())
+    quantity = "log p(x | y)" if getattr(run.model, "needs_labels", False) else "log p(x)"
     print(
-        f"log p(x) ≈ {summary['log_likelihood']:.3f} ± {summary['standard_error'] or 0:.3f} nats "
+        f"{quantity} ≈ {summary['log_likelihood']:.3f} ± {summary['standard_error'] or 0:.3f} nats "
         f"per image ({summary['num_images']} images, K={args.num_samples} importance samples)"
     )
     if "bits_per_dim" in summary:

@@ -27,6 +27,8 @@ from torch import nn
 from pyro_vae.config import COMPILE_MODES
 from pyro_vae.evaluation import fixed_seed, preserved_rng
 from pyro_vae.objectives import IWAE_ELBO, STL_ELBO
+from pyro_vae.semisupervised import SemiSupervisedELBO
+from pyro_vae.svi import arguments
 
 # Each eager ELBO of the registry and Pyro's traced form of the same estimator; None: the
 # ELBO's own differentiable_loss is tensor arithmetic throughout (no .item()), so
@@ -36,6 +38,8 @@ JIT_FORMS: dict[type, type | None] = {
     pyro.infer.TraceMeanField_ELBO: pyro.infer.JitTraceMeanField_ELBO,
     IWAE_ELBO: None,
     STL_ELBO: None,
+    # m2's TraceEnum_ELBO and Trace_ELBO terms (Pyro's JitTraceEnum_ELBO traces the same)
+    SemiSupervisedELBO: None,
     # DReG_IWAE_ELBO has none: its gradient scaling reads weights computed after the codes
     # are drawn, a Python side effect that a trace would freeze (the check catches it).
 }
@@ -43,14 +47,14 @@ JIT_FORMS: dict[type, type | None] = {
 
 @dataclass
 class _Trace:
-    """One trace of the loss: a TorchScript function of (parameters..., x)."""
+    """One trace of the loss: a TorchScript function of (parameters..., *batch)."""
 
     graph: Callable[..., torch.Tensor | tuple[torch.Tensor, torch.Tensor]]
-    parameters: list[torch.Tensor]  # the inputs it takes before x, in its order
+    parameters: list[torch.Tensor]  # the inputs it takes before the batch, in its order
     with_surrogate: bool  # returns (loss, surrogate loss), not the loss alone
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.graph(*self.parameters, x)
+    def __call__(self, *batch: torch.Tensor) -> torch.Tensor:
+        out = self.graph(*self.parameters, *batch)
         if not self.with_surrogate:
             return out
         # Trace_ELBO's formula: the loss's value, the surrogate's gradient. (Pyro 1.9's
@@ -62,7 +66,8 @@ class _Trace:
 
 
 class JitTracedLoss(nn.Module):
-    """Pyro's JIT form of ``elbo`` for one model/guide pair: ``forward(x)`` is the loss.
+    """Pyro's JIT form of ``elbo`` for one model/guide pair: ``forward(*batch)`` is the loss
+    (``batch``: the images, and the labels of a class-conditional model).
 
     Assumptions (Pyro's, see ``pyro.infer.JitTrace_ELBO``): the model and guide have a static
     structure (the same sites every call, no Python branching on tensor values), and while
@@ -103,39 +108,42 @@ class JitTracedLoss(nn.Module):
         self.jit_class = JIT_FORMS[type(elbo)]
         self.constants = constants
         self.traced: dict[tuple, _Trace] = {}
-        self.eager: Callable[[torch.Tensor], torch.Tensor] | None = None  # after a failure
+        self.eager: Callable[..., torch.Tensor] | None = None  # after a failure
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, *batch: torch.Tensor) -> torch.Tensor:
         if self.eager is not None:
-            return self.eager(x)
-        key = (tuple(x.shape), x.dtype, str(x.device), *self.constants())
+            return self.eager(*batch)
+        shapes = tuple(tuple(t.shape) for t in batch)
+        key = (shapes, tuple(t.dtype for t in batch), str(batch[0].device), *self.constants())
+        device = batch[0].device
         with torch.jit.optimized_execution(False):
             trace = self.traced.get(key)
             if trace is None:
-                trace = self.traced[key] = self._trace(x)
-                return trace(x)
+                trace = self.traced[key] = self._trace(*batch)
+                return trace(*batch)
             # The draws a failed replay made are put back, so the eager loss that takes
             # over draws what it would have: the run stays the eager run, bit for bit.
-            rng = _rng_state(x.device)
+            rng = _rng_state(device)
             try:
-                return trace(x)
+                return trace(*batch)
             except RuntimeError as error:
-                _set_rng_state(x.device, rng)
+                _set_rng_state(device, rng)
+                shown = ", ".join(str(shape) for shape in shapes)
                 warnings.warn(
-                    f"--compile jit: a traced loss failed on a batch of shape "
-                    f"{tuple(x.shape)} ({_summary(error)}); training with Pyro's eager "
+                    f"--compile jit: a traced loss failed on a batch of shape {shown} "
+                    f"({_summary(error)}); training with Pyro's eager "
                     f"{type(self.elbo).__name__} from here on",
                     stacklevel=2,
                 )
                 self.eager = self.elbo(self.model, self.guide)
-                return self.eager(x)
+                return self.eager(*batch)
 
-    def _trace(self, x: torch.Tensor) -> _Trace:
+    def _trace(self, *batch: torch.Tensor) -> _Trace:
         with_surrogate = self.jit_class is pyro.infer.JitTrace_ELBO
         if self.jit_class is None:
             elbo, model, guide = self.elbo, self.model, self.guide
             compiled = pyro.ops.jit.trace(
-                lambda x: elbo.differentiable_loss(model, guide, x), ignore_warnings=True
+                lambda *args: elbo.differentiable_loss(model, guide, *args), ignore_warnings=True
             )
             run = compiled
         else:
@@ -152,11 +160,11 @@ class JitTracedLoss(nn.Module):
         # Tracing runs the program twice; its random draws are put back, so that a step
         # draws the same numbers whether or not it made a trace (a resumed run makes its
         # traces at other steps than the run it continues).
-        with warnings.catch_warnings(), preserved_rng(x.device):
+        with warnings.catch_warnings(), preserved_rng(batch[0].device):
             # Pyro's JIT ELBOs are built on torch.jit.trace, which torch 2.9+ marks
             # deprecated; the fallback to the eager loss covers a torch that drops it.
             warnings.filterwarnings("ignore", r".*torch\.jit\.trace.* is deprecated")
-            run(x)
+            run(*batch)
         if self.jit_class is not None:
             compiled = getattr(
                 jit_elbo, "_loss_and_surrogate_loss" if with_surrogate else "_differentiable_loss"
@@ -185,10 +193,12 @@ def _set_rng_state(device: torch.device, state: tuple) -> None:
 
 
 def _loss_and_gradients(
-    loss_fn: Callable[[torch.Tensor], torch.Tensor], params: list[torch.Tensor], x: torch.Tensor
+    loss_fn: Callable[..., torch.Tensor],
+    params: list[torch.Tensor],
+    batch: tuple[torch.Tensor, ...],
 ) -> tuple[torch.Tensor, tuple[torch.Tensor | None, ...]]:
-    with fixed_seed(1, x.device):  # the same draws for both forms; the run's RNG is untouched
-        loss = loss_fn(x)
+    with fixed_seed(1, batch[0].device):  # the same draws for both forms; RNG untouched
+        loss = loss_fn(*batch)
         grads = torch.autograd.grad(loss, params, allow_unused=True)
     return loss.detach(), grads
 
@@ -217,14 +227,15 @@ def training_loss(
     elbo: pyro.infer.ELBO,
     model: Callable,
     guide: Callable,
-    batch: torch.Tensor,
+    batch: torch.Tensor | tuple[torch.Tensor, ...],
     parameters: list[tuple[str, torch.Tensor]],
     mode: str = "jit",
     constants: Callable[[], tuple[Hashable, ...]] = tuple,
 ) -> tuple[nn.Module, str]:
     """The loss module to train with, and the mode it runs in: ``"jit"`` or ``"eager"``.
 
-    ``mode="jit"`` traces the loss on ``batch`` (a training-sized batch) and keeps the trace
+    ``mode="jit"`` traces the loss on ``batch`` (a training-sized batch: images, or the
+    tuple of the loss's arguments) and keeps the trace
     only if its loss and the gradient of every one of the named ``parameters`` match the
     eager ELBO's for the same random draws. (``model`` and ``guide`` may be wrapped in
     handlers, a KL warm-up's scale say, so the parameters are passed rather than found.)
@@ -233,6 +244,7 @@ def training_loss(
     tracing raises, or when the two disagree (Python control flow on tensor values, say).
     """
     eager = elbo(model, guide)
+    batch = arguments(batch)
     if mode == "eager":
         return eager, "eager"
     if mode != "jit":
@@ -248,8 +260,8 @@ def training_loss(
         try:
             # The trace is made on other random draws than those it is checked on, so a trace
             # that holds only for the values it saw (boolean masks, branches) shows up here.
-            with fixed_seed(0, batch.device):
-                traced(batch)
+            with fixed_seed(0, batch[0].device):
+                traced(*batch)
             mismatch = _mismatch(
                 _loss_and_gradients(eager, params, batch),
                 _loss_and_gradients(traced, params, batch),

@@ -49,7 +49,7 @@ class TrainConfig:
     binarize: str | None = None  # None: the likelihood's default ("dynamic" for bernoulli)
     valid_size: int | None = None  # training images that validate (None: the data set's; 0: none)
     # generative model p(z) p(x|z) and guide q(z|x), each part chosen by registry name
-    model: str = "vae"  # or "hvae": p(z2) p(z1|z2) p(x|z1), guide q(z1|x) q(z2|z1)
+    model: str = "vae"  # or "hvae": p(z2) p(z1|z2) p(x|z1), guide q(z1|x) q(z2|z1); m2, cvae
     prior: str = "standard-normal"
     decoder: str = "mlp"
     likelihood: str = "bernoulli"
@@ -64,6 +64,9 @@ class TrainConfig:
     likelihood_scale: float = 0.1  # σ of gaussian (initial σ of gaussian-learned), b of laplace
     prior_components: int = 10  # mog components, vamp pseudo-inputs
     prior_flow_depth: int = 2  # flow prior
+    # the class-conditional models (models.conditional)
+    labels: int | None = None  # m2: labelled training images, balanced over classes, by seed
+    classifier_weight: float | None = None  # m2: α of α·log q(y|x); None: 0.1·N/labels
     # options of particular guide families
     guide_rank: int = 4  # lowrank-normal
     flow_depth: int = 4  # iaf, planar, radial, spline
@@ -211,6 +214,7 @@ def validate(config: TrainConfig) -> None:
             or any(isinstance(h, bool) or not isinstance(h, int) or h < 1 for h in value)
         ):
             raise UserInputError(f"{name} must be a non-empty list of integers >= 1, got {value!r}")
+    _validate_class_conditional(config)
     for name in ("lr", "beta"):
         value = getattr(config, name)
         if isinstance(value, bool) or not (
@@ -271,3 +275,47 @@ def validate(config: TrainConfig) -> None:
             f"checkpoint_minutes must be a finite number >= 0 or None, "
             f"got {config.checkpoint_minutes!r}"
         )
+
+
+def _validate_class_conditional(config: TrainConfig) -> None:
+    """The fields of m2 and cvae (models.conditional): given where they mean something."""
+    if config.model != "m2":
+        for name in ("labels", "classifier_weight"):
+            if getattr(config, name) is not None:
+                raise UserInputError(
+                    f"--{name.replace('_', '-')} is for --model m2 (semi-supervised), "
+                    f"not --model {config.model}"
+                )
+    if config.model not in ("m2", "cvae"):
+        return
+    if config.model == "m2":
+        labels = config.labels
+        if labels is None:
+            raise UserInputError(
+                "--model m2 needs --labels N: how many training images keep their label "
+                "(balanced over the classes; the rest train unlabelled)"
+            )
+        if isinstance(labels, bool) or not isinstance(labels, int) or labels < 1:
+            raise UserInputError(f"labels must be an integer >= 1, got {labels!r}")
+        weight = config.classifier_weight
+        if weight is not None and not (
+            isinstance(weight, (int, float))
+            and not isinstance(weight, bool)
+            and math.isfinite(weight)
+            and weight >= 0
+        ):
+            raise UserInputError(f"classifier_weight must be a finite number >= 0, got {weight!r}")
+        if config.kl_warmup_epochs or config.beta != 1:
+            raise UserInputError(
+                "--model m2 trains with TraceEnum_ELBO, and KL warm-up or --beta would scale "
+                "its enumerated label site; drop --kl-warmup-epochs and --beta"
+            )
+    allowed = ("trace",) if config.model == "m2" else ("trace", "meanfield")
+    if config.elbo not in allowed:
+        objective = "TraceEnum_ELBO (--elbo trace)" if config.model == "m2" else "trace, meanfield"
+        raise UserInputError(
+            f"--model {config.model} trains with {objective}; --elbo {config.elbo} scores "
+            "images alone and does not take their labels"
+        )
+    if config.top_guide is not None:
+        raise UserInputError(f"--top-guide is for --model hvae, not --model {config.model}")

@@ -117,21 +117,22 @@ class ProcessGroup:
         loss: Callable[[torch.Tensor], torch.Tensor],
         model: nn.Module,
         guide: nn.Module,
-        probe: torch.Tensor,
-    ) -> Callable[[torch.Tensor], torch.Tensor]:
+        probe: tuple[torch.Tensor, ...],
+    ) -> Callable[..., torch.Tensor]:
         """The loss a step backpropagates: ``loss`` itself in one process; under torchrun,
         ``DistributedDataParallel`` over N times this rank's shard loss (module docstring).
 
-        ``probe`` (a shard-sized batch) finds out whether some parameters get no gradient,
-        which DDP must be told. Its draws are made under a fixed seed: no stream moves.
+        ``probe`` (a shard-sized batch: the loss's arguments) finds out whether some
+        parameters get no gradient, which DDP must be told. Its draws are made under a
+        fixed seed: no stream moves.
         """
         if not self.is_parallel:
             return loss
         module = ShardLoss(loss, model, guide, self.world_size)
         params = [p for p in module.parameters() if p.requires_grad]
-        with fixed_seed(2, probe.device):
-            grads = torch.autograd.grad(module(probe), params, allow_unused=True)
-        device = probe.device
+        device = probe[0].device
+        with fixed_seed(2, device):
+            grads = torch.autograd.grad(module(*probe), params, allow_unused=True)
         return DistributedDataParallel(
             module,
             device_ids=[device] if device.type == "cuda" else None,
@@ -205,8 +206,8 @@ class ShardLoss(nn.Module):
         self.programs = nn.ModuleList([model, guide])
         self.world_size = world_size
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.loss(x) * self.world_size
+    def forward(self, *batch: torch.Tensor) -> torch.Tensor:
+        return self.loss(*batch) * self.world_size
 
 
 def _backend(device: torch.device) -> str:

@@ -43,6 +43,47 @@ def fixed_seed(seed: int, device: torch.device) -> Iterator[None]:
         yield
 
 
+def label_arguments(model: nn.Module, labels: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """What a program takes after the images: the labels for a model of p(x | y) (the
+    cvae's ``needs_labels``), nothing for the others (m2 sums its label out)."""
+    return (labels,) if getattr(model, "needs_labels", False) else ()
+
+
+def per_image_terms(
+    model: nn.Module, guide: nn.Module, *args: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """log p(x|z) and log q(z|x) - log p(z) per image of ``args[0]``, from one draw z ~ q:
+    Trace_ELBO's single-sample terms, kept per data point.
+
+    A guide site marked for enumeration (m2's label) is summed over exactly, as
+    TraceEnum_ELBO does: its values are enumerated in parallel at dim -2 and each value's
+    terms are weighted by its probability under q, which adds KL(q(y|x) || p(y)) to the KL
+    term (Kingma et al. 2014, eq. 7).
+    """
+    guide_trace = poutine.trace(poutine.enum(guide, first_available_dim=-2)).get_trace(*args)
+    model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(*args)
+    reconstruction, kl, log_q_enumerated = 0, 0, 0
+    for program, trace in (("guide", guide_trace), ("model", model_trace)):
+        for site in trace.nodes.values():
+            if site["type"] != "sample" or poutine.util.site_is_subsample(site):
+                continue
+            log_prob = site["scale"] * site["fn"].log_prob(site["value"])
+            if site["is_observed"]:
+                reconstruction = reconstruction + log_prob
+            elif program == "guide":
+                kl = kl + log_prob
+                if site["infer"].get("_enumerate_dim") is not None:
+                    log_q_enumerated = log_q_enumerated + log_prob
+            else:
+                kl = kl - log_prob
+    n = args[0].shape[0]
+    if torch.is_tensor(log_q_enumerated):  # Σ over the enumerated values, weighted by q
+        weight = log_q_enumerated.exp()
+        reconstruction = (weight * reconstruction).reshape(-1, n).sum(0)
+        kl = (weight * kl).reshape(-1, n).sum(0)
+    return reconstruction.expand(n), kl.expand(n)
+
+
 @torch.no_grad()
 def elbo_terms(
     model: nn.Module,
@@ -60,7 +101,8 @@ def elbo_terms(
     single-sample ``Trace_ELBO``, whatever objective trained the run, so the number compares
     across objectives (an IWAE-trained run is not credited its bound). The reconstruction
     term sums the model's observed sites, the KL term its latent sites (every layer of a
-    hierarchy) against the guide's; a KL near zero is posterior collapse.
+    hierarchy) against the guide's; a KL near zero is posterior collapse. m2's label is
+    summed out exactly (:func:`per_image_terms`); a cvae is scored given the labels.
     """
     if not len(data.split(split)):
         raise UserInputError(
@@ -71,14 +113,12 @@ def elbo_terms(
     model.eval()
     guide.eval()
     totals = torch.zeros(2, device=data.device)  # sum of log p(x|z), sum of the KL estimate
+    labels = data.split_labels(split).split(batch_size)
     try:
         with fixed_seed(seed, data.device), pyro.validation_enabled(False):
-            for x in data.eval_batches(split, batch_size):
-                guide_trace = poutine.trace(guide).get_trace(x)
-                model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(x)
-                reconstruction = model_trace.log_prob_sum(lambda _, site: site["is_observed"])
-                prior = model_trace.log_prob_sum(lambda _, site: not site["is_observed"])
-                totals += torch.stack([reconstruction, guide_trace.log_prob_sum() - prior])
+            for x, y in zip(data.eval_batches(split, batch_size), labels):
+                terms = per_image_terms(model, guide, x, *label_arguments(model, y))
+                totals += torch.stack([term.sum() for term in terms])
     finally:
         model.train(was_training[0])
         guide.train(was_training[1])

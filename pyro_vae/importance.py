@@ -14,6 +14,16 @@ the registry offers is covered, including ones added later. Unlike Pyro's ``Impo
 and ``vectorized_importance_weights``, which sum log-weights over the data plate (one joint
 weight per minibatch), the sites' log-probabilities are kept per data point here.
 
+A guide site marked for enumeration (m2's label y, ``models.conditional``) is summed over
+exactly rather than sampled: each of its values gets its own K draws of the other sites,
+and with w_{y,k} = p(x, y, z_{y,k}) / q(z_{y,k} | x, y),
+
+    s_k = Σ_y w_{y,k},   p̂(x) = (1/K) Σ_k s_k
+
+each s_k an unbiased estimate of p(x) (a stratified one, over y), so the bounds, k̂ and ESS
+below are those of the s_k. The ELBO reported is then the enumerated one,
+Σ_y q(y|x) (mean_k log w_{y,k} - log q(y|x)), which is at most L_1 = E[log s_1].
+
 Reliability: the Pareto-smoothed importance sampling shape k̂ (Vehtari et al. 2024, via
 ``arviz.psislw``) and the effective sample size (Σw)²/Σw² are reported per data point;
 k̂ > 0.7 means the weights' tail is too heavy for the estimate to be trusted.
@@ -28,6 +38,7 @@ import math
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -86,9 +97,16 @@ def log_importance_weights(
     return log_w.expand(num_particles, x.shape[0])
 
 
-def check_pair(model: Callable, guide: Callable, x: torch.Tensor, data_plate: str = "data"):
+def check_pair(
+    model: Callable,
+    guide: Callable,
+    x: torch.Tensor,
+    data_plate: str = "data",
+    given: tuple[torch.Tensor, ...] = (),
+):
     """Refuse, naming the site and the fix, a pair whose log-weights cannot be split per
-    data point of ``x`` (a batch of the images, ``(n, ...)``).
+    data point of ``x`` (a batch of the images, ``(n, ...)``; ``given``: the programs'
+    further arguments, a cvae's labels).
 
     The estimate needs: every sample site inside the data plate, the plate as large as the
     batch and not subsampled, each site's batch shape no wider than the plate (its event
@@ -110,7 +128,7 @@ def check_pair(model: Callable, guide: Callable, x: torch.Tensor, data_plate: st
     n = x.shape[0]
     try:
         with torch.no_grad(), pyro.validation_enabled(False):
-            model_trace, guide_trace = particle_traces(model, guide, x, 1)
+            model_trace, guide_trace = particle_traces(model, guide, x, 1, given=given)
     except UserInputError:
         raise
     except (ValueError, RuntimeError) as error:  # Pyro's shape checks, the networks' own
@@ -206,17 +224,60 @@ def particle_traces(
     x: torch.Tensor,
     num_particles: int,
     around_guide: contextlib.AbstractContextManager | None = None,
+    given: tuple[torch.Tensor, ...] = (),
+    enumerate_sites: bool = False,
 ):
     """The guide's trace and the model's trace replayed on it, under a particle plate.
 
     ``around_guide``, a handler outside the guide's trace (so the trace records what it
-    does to the values), such as the gradient scaling of the DReG objective.
+    does to the values), such as the gradient scaling of the DReG objective. ``given``:
+    the programs' arguments after ``x``. ``enumerate_sites``: the guide's sites marked for
+    enumeration take all their values at once, at dim -3 (left of the particles).
     """
+    if enumerate_sites:
+        guide = poutine.enum(guide, first_available_dim=-3)
     with pyro.plate("particles", num_particles, dim=-2):
         with around_guide or contextlib.nullcontext():
-            guide_trace = poutine.trace(guide).get_trace(x)
-        model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(x)
+            guide_trace = poutine.trace(guide).get_trace(x, *given)
+        replayed = poutine.replay(model, trace=guide_trace)
+        model_trace = poutine.trace(replayed).get_trace(x, *given)
     return model_trace, guide_trace
+
+
+def weights_and_elbo(
+    model: Callable,
+    guide: Callable,
+    x: torch.Tensor,
+    num_particles: int,
+    data_plate: str = "data",
+    given: tuple[torch.Tensor, ...] = (),
+    enumerate_sites: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per particle and image, ``(K, N)`` each: the log-weight, and the ELBO's estimate.
+
+    Without enumerated sites both are log p(x, z_k) - log q(z_k | x). With them (module
+    docstring), the log-weight is log s_k = logsumexp_y log w_{y,k} and the ELBO's estimate
+    Σ_y q(y|x) (log w_{y,k} - log q(y|x)).
+    """
+    model_trace, guide_trace = particle_traces(
+        model, guide, x, num_particles, given=given, enumerate_sites=enumerate_sites
+    )
+    log_q_enumerated = 0
+    log_w = site_log_probs(model_trace, "model", data_plate)
+    for site in _data_plate_sites(guide_trace, "guide", data_plate):
+        log_q = site["scale"] * site["fn"].log_prob(site["value"])
+        if site["infer"].get("_enumerate_dim") is not None:
+            log_q_enumerated = log_q_enumerated + log_q
+        else:
+            log_w = log_w - log_q
+    shape = (num_particles, x.shape[0])
+    if not torch.is_tensor(log_q_enumerated):
+        log_w = log_w.expand(shape)
+        return log_w, log_w
+    log_w = log_w.expand(*log_w.shape[:-2], *shape).reshape(-1, *shape)  # (values, K, N)
+    log_q = log_q_enumerated.expand(*log_q_enumerated.shape[:-2], *shape).reshape(-1, *shape)
+    elbo = (log_q.exp() * (log_w - log_q)).sum(0)
+    return torch.logsumexp(log_w, 0), elbo
 
 
 def site_log_probs(trace, program: str, data_plate: str = "data") -> torch.Tensor:
@@ -251,7 +312,12 @@ def _tensors(out) -> Iterator[torch.Tensor]:
 
 
 def values_per_draw(
-    model: Callable, guide: Callable, image: torch.Tensor, data_plate: str = "data"
+    model: Callable,
+    guide: Callable,
+    image: torch.Tensor,
+    data_plate: str = "data",
+    given: tuple[torch.Tensor, ...] = (),
+    enumerate_sites: bool = True,
 ) -> int:
     """How many values one more particle of one image adds to the largest tensor made while
     scoring it: the unit the memory budget of :func:`importance_log_likelihood` counts.
@@ -265,7 +331,7 @@ def values_per_draw(
     for particles in (1, 2):
         recorder = _OutputSizes()
         with torch.no_grad(), pyro.validation_enabled(False), recorder:
-            log_importance_weights(model, guide, image, particles, data_plate)
+            weights_and_elbo(model, guide, image, particles, data_plate, given, enumerate_sites)
         runs.append(recorder.sizes)
     one, two = runs
     if len(one) == len(two):
@@ -361,6 +427,8 @@ def importance_log_likelihood(
     progress=None,
     group: ProcessGroup = SINGLE,
     data_plate: str = "data",
+    condition_on_labels: bool = False,
+    enumerate_sites: bool = True,
 ) -> LogLikelihoodEstimate:
     """Estimate log p(x) for every image in ``images`` (floats, ``(N, ...)``).
 
@@ -378,6 +446,12 @@ def importance_log_likelihood(
 
     Under torchrun (``group``, ``pyro_vae.distributed``) the ranks take every N-th batch
     and every rank receives all images' values; the result equals one process's.
+
+    ``labels`` (one per image) go into the per-image CSV, and with ``condition_on_labels``
+    to the programs too, ``model(x, y)`` and ``guide(x, y)``: the estimate is then of
+    log p(x | y) (a cvae). Guide sites marked for enumeration are summed out exactly
+    (module docstring); ``enumerate_sites=False`` samples them instead (a noisier,
+    brute-force estimate of the same number).
     """
     if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
         raise UserInputError(f"num_samples must be an integer >= 1, got {num_samples!r}")
@@ -385,22 +459,40 @@ def importance_log_likelihood(
         raise UserInputError(
             f"images must be a non-empty (N, ...) tensor, got {tuple(images.shape)}"
         )
+    if condition_on_labels and (labels is None or labels.shape[:1] != images.shape[:1]):
+        raise UserInputError("condition_on_labels needs one label per image (labels=...)")
     sizes = [k for k in bound_sizes if k <= num_samples]
+
+    def given(start: int, stop: int) -> tuple[torch.Tensor, ...]:
+        return (labels[start:stop],) if condition_on_labels else ()
+
     done: list[tuple[int, dict[str, torch.Tensor]]] = []  # (batch number, its columns)
     with eval_mode(model, guide):
         with fixed_seed(seed, images.device):
-            check_pair(model, guide, images[:2], data_plate)
-            per_draw = values_per_draw(model, guide, images[:1], data_plate)
+            check_pair(model, guide, images[:2], data_plate, given(0, 2))
+            per_draw = values_per_draw(
+                model, guide, images[:1], data_plate, given(0, 1), enumerate_sites
+            )
         batch = max(1, min(images.shape[0], max_elements // (num_samples * per_draw)))
         chunk = max(1, min(num_samples, max_elements // (batch * per_draw)))
         starts = range(0, images.shape[0], batch)
         for number in range(group.rank, len(starts), group.world_size):
-            x = images[starts[number] : starts[number] + batch]
+            start = starts[number]
+            x = images[start : start + batch]
+            draws = partial(
+                weights_and_elbo,
+                model,
+                guide,
+                x,
+                data_plate=data_plate,
+                given=given(start, start + batch),
+                enumerate_sites=enumerate_sites,
+            )
             # Each batch draws from a stream of its own, named by its first image: an image's
             # estimate depends on no other batch, and ranks sharing the batches out give what
             # one process gives.
-            with fixed_seed(stream_seed(seed, starts[number]), images.device):
-                columns = _batch_columns(model, guide, x, num_samples, chunk, sizes, data_plate)
+            with fixed_seed(stream_seed(seed, start), images.device):
+                columns = _batch_columns(draws, num_samples, chunk, sizes)
             done.append((number, columns))
             if progress is not None:
                 progress(x.shape[0] * group.world_size)
@@ -422,26 +514,21 @@ def importance_log_likelihood(
 
 @torch.no_grad()
 def _batch_columns(
-    model: Callable,
-    guide: Callable,
-    x: torch.Tensor,
+    draws: Callable[[int], tuple[torch.Tensor, torch.Tensor]],
     num_samples: int,
     chunk: int,
     sizes: list,
-    data_plate: str,
 ) -> dict[str, torch.Tensor]:
-    """The per-image values of one batch from all K log-weights (on the CPU, for gathering)."""
+    """The per-image values of one batch from all K log-weights and ELBO estimates, which
+    ``draws(k)`` returns for k particles, ``(k, N)`` each (on the CPU, for gathering)."""
     with pyro.validation_enabled(False):
-        log_w = torch.cat(
-            [
-                log_importance_weights(model, guide, x, min(chunk, num_samples - k0), data_plate)
-                for k0 in range(0, num_samples, chunk)
-            ]
-        )
+        parts = [draws(min(chunk, num_samples - k0)) for k0 in range(0, num_samples, chunk)]
+    log_w = torch.cat([log_w for log_w, _ in parts])
+    elbo = torch.cat([elbo for _, elbo in parts])
     normalized = log_w - torch.logsumexp(log_w, 0)
     columns = {
         "lpx": log_mean_exp(log_w, 0),
-        "elbo": log_w.mean(0),
+        "elbo": elbo.mean(0),
         "ess": torch.exp(-torch.logsumexp(2 * normalized, 0)),
         **{f"L_{k}": iwae_bound(log_w, k) for k in sizes},
     }

@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from pyro_vae.evaluation import EVAL_SEED, fixed_seed
+from pyro_vae.importance import eval_mode
 
 ACTIVE_UNIT_THRESHOLD = 0.01
 
@@ -55,9 +56,14 @@ class LatentStats:
 
 @torch.no_grad()
 def posterior_moments(
-    guide: nn.Module, images: torch.Tensor, num_draws: int = 64, batch_size: int = 500
+    guide: nn.Module,
+    images: torch.Tensor,
+    num_draws: int = 64,
+    batch_size: int = 500,
+    labels: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, bool]:
-    """Mean and variance of q(z|x) per image, and whether they are exact.
+    """Mean and variance of q(z|x) per image (q(z|x,y) given ``labels``: the class-
+    conditional models), and whether they are exact.
 
     Exact where the family knows its moments (Gaussians, Student-t, the mixture's mean via
     ``guide.code``); otherwise (flows) the moments of ``num_draws`` draws.
@@ -66,7 +72,8 @@ def posterior_moments(
     with fixed_seed(EVAL_SEED, images.device):
         for start in range(0, images.shape[0], batch_size):
             x = images[start : start + batch_size]
-            q = guide.posterior(x)
+            given = () if labels is None else (labels[start : start + batch_size],)
+            q = guide.posterior(x, *given)
             try:
                 means.append(q.mean)
                 variances.append(q.variance)
@@ -80,9 +87,13 @@ def posterior_moments(
 
 @torch.no_grad()
 def latent_stats(
-    model: nn.Module, guide: nn.Module, images: torch.Tensor, num_draws: int = 64
+    model: nn.Module,
+    guide: nn.Module,
+    images: torch.Tensor,
+    num_draws: int = 64,
+    labels: torch.Tensor | None = None,
 ) -> LatentStats:
-    means, variances, exact = posterior_moments(guide, images, num_draws)
+    means, variances, exact = posterior_moments(guide, images, num_draws, labels=labels)
     activity = means.var(0)
     if not exact:
         # A mean of S draws carries Var_q/S of noise, which would make collapsed units look
@@ -161,6 +172,21 @@ def extremes(values: torch.Tensor, share: float = 0.25) -> tuple[torch.Tensor, t
     """(which images are in the top or bottom ``share`` of ``values``, which are in the top)."""
     low, high = torch.quantile(values, share), torch.quantile(values, 1 - share)
     return (values <= low) | (values >= high), values >= high
+
+
+def write_latent_summary(stats: LatentStats, out_dir: Path) -> dict:
+    """``out_dir/latent.json``: the active units and per-dimension KL and activity."""
+    summary = {
+        "latent_dim": int(stats.means.shape[1]),
+        "active_units": stats.active_units,
+        "active_unit_threshold": ACTIVE_UNIT_THRESHOLD,
+        "dimensions_by_kl": stats.order.tolist(),
+        "kl_per_dim": stats.kl_per_dim.tolist(),
+        "activity_per_dim": stats.activity.tolist(),
+        "num_test_images": int(stats.means.shape[0]),
+    }
+    (out_dir / "latent.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
 
 
 @torch.no_grad()
@@ -247,14 +273,48 @@ def write_latent_images(
 
     model.train(was_training[0])
     guide.train(was_training[1])
-    summary = {
-        "latent_dim": int(stats.means.shape[1]),
-        "active_units": stats.active_units,
-        "active_unit_threshold": ACTIVE_UNIT_THRESHOLD,
-        "dimensions_by_kl": stats.order.tolist(),
-        "kl_per_dim": stats.kl_per_dim.tolist(),
-        "activity_per_dim": stats.activity.tolist(),
-        "num_test_images": int(images.shape[0]),
-    }
-    (out_dir / "latent.json").write_text(json.dumps(summary, indent=2) + "\n")
-    return written, summary
+    return written, write_latent_summary(stats, out_dir)
+
+
+@torch.no_grad()
+def write_class_images(run, out_dir: Path) -> tuple[dict[str, Path], dict]:
+    """The images of ``pyro-vae viz`` for a class-conditional model (m2, cvae) in
+    ``out_dir``: samples per class, analogies, reconstructions and the latent map, and the
+    active units of q(z | x, y) at the test labels. Returns ({caption: path}, summary)."""
+    from pyro_vae.plots import save_image_grid, save_latent_map, save_reconstructions
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model, guide, data = run.model, run.guide, run.data
+    classes = model.num_classes
+    with eval_mode(model, guide):
+        images, labels = data.test.float() / 255, data.test_labels
+        stats = latent_stats(model, guide, images, labels=labels)
+        written: dict[str, Path] = {}
+        with fixed_seed(EVAL_SEED, images.device):
+            caption = (
+                "Samples per class: row y shows E[x | y, z], one z ~ p(z) per column shared "
+                "down the column (one style, every class)"
+            )
+            written[caption] = out_dir / "class_samples.png"
+            save_image_grid(model.class_samples(10), written[caption], nrow=10)
+        caption = (
+            "Analogies (Kingma et al. 2014, fig. 1): a test image (first column), then its "
+            "code z = q's mean at its label, decoded under every class 0, 1, ..."
+        )
+        written[caption] = out_dir / "analogies.png"
+        base, base_labels = images[:10], labels[:10]
+        codes = guide.code(base, base_labels)  # (10, D): the style of each image
+        every_class = torch.arange(classes, device=images.device)[:, None]
+        decoded = model.decode_mean(codes[None], every_class).transpose(0, 1)  # (10, C, ...)
+        save_image_grid(torch.cat([base[:, None], decoded], 1).flatten(0, 1), written[caption],
+                        nrow=classes + 1)  # fmt: skip
+        caption = "Test images (odd rows) above their reconstructions"
+        written[caption] = out_dir / "reconstructions.png"
+        given = labels[:32] if model.needs_labels else None
+        save_reconstructions(
+            images[:32], model.reconstruct(guide, images[:32], given), written[caption]
+        )
+        caption = "Latent means of q(z | x, y) at the test labels, coloured by label (PCA)"
+        written[caption] = out_dir / "latent_pca.png"
+        save_latent_map(pca_2d(stats.means), labels, written[caption], "PCA")
+    return written, write_latent_summary(stats, out_dir)

@@ -123,3 +123,17 @@ def compute_in(module: nn.Module, precision: str) -> nn.Module:
 
     module.forward = forward_in_precision
     return module
+
+
+def with_label(features: torch.Tensor, y: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """``[features, onehot(y)]`` along the last dimension, their batch shapes broadcast.
+
+    ``y`` holds class indices. Under Pyro's parallel enumeration it is ``arange(C)`` shaped
+    ``(C, 1, ..., 1)``, and the result then holds every class's copy of the features:
+    ``features`` of shape ``(N, H)`` and such a ``y`` give ``(C, ..., N, H + C)``.
+    """
+    onehot = torch.nn.functional.one_hot(y.long(), num_classes).to(features.dtype)
+    batch = torch.broadcast_shapes(features.shape[:-1], onehot.shape[:-1])
+    return torch.cat(
+        [features.expand(*batch, features.shape[-1]), onehot.expand(*batch, num_classes)], -1
+    )

@@ -211,11 +211,12 @@ def warmup_beta(epoch: int, warmup_epochs: int, beta: float = 1.0) -> float:
     return beta if warmup_epochs <= 0 else beta * min(1.0, epoch / warmup_epochs)
 
 
-def analytic_kl_pairs(model: Callable, guide: Callable, x: torch.Tensor) -> dict[str, bool]:
-    """For each latent site, whether ``kl_divergence(q, p)`` has a closed form."""
+def analytic_kl_pairs(model: Callable, guide: Callable, *args: torch.Tensor) -> dict[str, bool]:
+    """For each latent site, whether ``kl_divergence(q, p)`` has a closed form (``args``:
+    the programs' arguments, the images and any labels)."""
     with torch.no_grad():
-        guide_trace = poutine.trace(guide).get_trace(x)
-        model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(x)
+        guide_trace = poutine.trace(guide).get_trace(*args)
+        model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(*args)
     pairs = {}
     for name, site in guide_trace.nodes.items():
         if site["type"] != "sample" or site_is_subsample(site):

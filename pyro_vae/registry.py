@@ -10,7 +10,8 @@ taking the run's :class:`TrainConfig` (plain data: the part reads the fields it 
   q(z|x), for priors built from it (the VampPrior)
 - ``decoder(config, latent_dim, param_shape)``
 - ``elbo(num_particles)``: a Pyro ELBO
-- ``model(config, image_shape)``: the whole (model, guide) pair, assembled from the parts
+- ``model(config, image_shape, num_classes)``: the whole (model, guide) pair, assembled from
+  the parts (``num_classes``: the labels' count, for the class-conditional models)
 
 Add an entry with :func:`register`; :func:`build_vae` assembles a model/guide pair.
 """
@@ -23,11 +24,13 @@ import pyro.infer
 from torch import nn
 
 from guides import (
+    ClassConditionalGuide,
     ConvEncoder,
     DiagNormalGuide,
     FlowGuide,
     FullNormalGuide,
     HierarchicalGuide,
+    LabelConditionedEncoder,
     LowRankNormalGuide,
     MixtureGuide,
     MLPEncoder,
@@ -37,6 +40,7 @@ from guides import (
 )
 from models import (
     BernoulliLikelihood,
+    ClassConditionalModel,
     ContinuousBernoulliLikelihood,
     ConvDecoder,
     DiscretizedLogisticLikelihood,
@@ -195,7 +199,7 @@ def _prior(config: TrainConfig, latent_dim: int, guide: nn.Module, image_shape) 
     return lookup("prior", config.prior)(config, latent_dim, posterior, image_shape)
 
 
-def build_single_layer(config: TrainConfig, image_shape: tuple[int, ...]):
+def build_single_layer(config: TrainConfig, image_shape: tuple[int, ...], num_classes: int):
     """p(z) p(x|z) with q(z|x): the VAE of Kingma & Welling (2014)."""
     likelihood = lookup("likelihood", config.likelihood)(config, image_shape)
     encoder = _network(config, "encoder", image_shape)
@@ -206,7 +210,7 @@ def build_single_layer(config: TrainConfig, image_shape: tuple[int, ...]):
     return VAEModel(prior, decoder, likelihood, image_shape), guide
 
 
-def build_two_layer(config: TrainConfig, image_shape: tuple[int, ...]):
+def build_two_layer(config: TrainConfig, image_shape: tuple[int, ...], num_classes: int):
     """p(z2) p(z1|z2) p(x|z1) with q(z1|x) q(z2|z1): ``latent_dim`` is z1's size,
     ``top_latent_dim`` z2's; ``top_guide`` (default: ``guide``) is the top layer's family."""
     likelihood = lookup("likelihood", config.likelihood)(config, image_shape)
@@ -232,13 +236,51 @@ def build_two_layer(config: TrainConfig, image_shape: tuple[int, ...]):
     return model, guide
 
 
-REGISTRY["model"] = {"vae": build_single_layer, "hvae": build_two_layer}
+def build_class_conditional(config: TrainConfig, image_shape: tuple[int, ...], num_classes: int):
+    """m2: p(y) p(z) p(x|y,z) with q(y|x) q(z|x,y) (Kingma et al. 2014); cvae: p(z) p(x|y,z)
+    with q(z|x,y). q(z|x,y) is the ``guide`` family on a label-conditioned encoder; q(y|x)
+    is a classifier: the ``encoder`` network and a linear layer to the class logits."""
+    if config.prior == "vamp":
+        raise UserInputError(
+            f"--model {config.model} with --prior vamp: the VampPrior mixes q(z|u) over "
+            "pseudo-inputs u, and this model's q(z|x,y) needs a label for each; choose "
+            "another --prior (standard-normal, mog, flow, ...)"
+        )
+    likelihood = lookup("likelihood", config.likelihood)(config, image_shape)
+    encoder = LabelConditionedEncoder(
+        _network(config, "encoder", image_shape), num_classes, config.activation
+    )
+    family = _guide(config, config.guide, encoder, config.latent_dim)
+    classifier = None
+    if config.model == "m2":
+        features = _network(config, "encoder", image_shape)
+        classifier = nn.Sequential(features, nn.Linear(features.out_features, num_classes))
+    guide = ClassConditionalGuide(family, classifier, num_classes)
+    prior = _prior(config, config.latent_dim, guide, image_shape)
+    param_shape = likelihood.param_shape(image_shape)
+    decoder = _network(config, "decoder", config.latent_dim + num_classes, param_shape)
+    model = ClassConditionalModel(
+        prior, decoder, likelihood, image_shape, num_classes, label_prior=config.model == "m2"
+    )
+    return model, guide
 
 
-def build_vae(config: TrainConfig, image_shape: tuple[int, ...]) -> tuple[nn.Module, nn.Module]:
-    """The (model, guide) pair that ``config`` names, for images of ``image_shape``."""
+REGISTRY["model"] = {
+    "vae": build_single_layer,
+    "hvae": build_two_layer,
+    "m2": build_class_conditional,
+    "cvae": build_class_conditional,
+}
+CLASS_CONDITIONAL = ("m2", "cvae")  # models whose programs take labels: model(x, y)
+
+
+def build_vae(
+    config: TrainConfig, image_shape: tuple[int, ...], num_classes: int = 10
+) -> tuple[nn.Module, nn.Module]:
+    """The (model, guide) pair that ``config`` names, for images of ``image_shape`` (and
+    ``num_classes`` labels, which only the class-conditional models read)."""
     check_names(config)
-    return lookup("model", config.model)(config, tuple(image_shape))
+    return lookup("model", config.model)(config, tuple(image_shape), num_classes)
 
 
 def make_elbo(config: TrainConfig) -> pyro.infer.ELBO:

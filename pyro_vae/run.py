@@ -25,8 +25,10 @@ from pyro_vae.config import USER_PAIR, TrainConfig, validate
 from pyro_vae.data import ImageData, load_data
 from pyro_vae.distributed import local_rank, local_world_size
 from pyro_vae.errors import UserInputError
+from pyro_vae.evaluation import label_arguments
 from pyro_vae.plots import save_curves, save_image_grid, save_reconstructions
-from pyro_vae.registry import build_vae, check_names, lookup
+from pyro_vae.registry import CLASS_CONDITIONAL, build_vae, check_names, lookup
+from pyro_vae.semisupervised import label_count
 
 CONFIG_NAME = "config.json"
 BEST_NAME = "best.pt"
@@ -96,7 +98,10 @@ def prepare(config: TrainConfig) -> tuple[ImageData, VAEModel, nn.Module]:
     data = load_data(
         config.dataset, binarize, device, config.data_dir, config.download, config.valid_size
     )
-    model, guide = build_vae(config, data.image_shape)
+    num_classes = 10  # read by the class-conditional models alone
+    if config.model in CLASS_CONDITIONAL:
+        num_classes = label_count(data.train_labels, config.dataset)
+    model, guide = build_vae(config, data.image_shape, num_classes)
     for split in ("train", "valid", "test"):
         model.likelihood.check_support(data.split(split), binarize)
     return data, model.to(device), guide.to(device)
@@ -182,5 +187,6 @@ def write_images(run: Run, out_dir: Path, num_images: int = 64) -> None:
     with torch.no_grad():
         save_image_grid(run.model.sample_means(num_images), out_dir / "samples.png")
         originals = next(run.data.eval_batches("test", 32))
-        reconstructions = run.model.reconstruct(run.guide, originals)
+        labels = label_arguments(run.model, run.data.test_labels[:32])
+        reconstructions = run.model.reconstruct(run.guide, originals, *labels)
         save_reconstructions(originals, reconstructions, out_dir / "reconstructions.png")

@@ -67,15 +67,22 @@ def all_finite(loss: torch.Tensor, grads: list[torch.Tensor]) -> bool:
     return not nonfinite_flag(loss, grads).item()
 
 
+def arguments(batch: torch.Tensor | tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+    """A step's batch as the tuple of the loss's arguments: images alone, or (as the
+    class-conditional models train) images with labels."""
+    return batch if isinstance(batch, tuple) else (batch,)
+
+
 def svi_step(
-    loss_fn: Callable[[torch.Tensor], torch.Tensor],
+    loss_fn: Callable[..., torch.Tensor],
     optimizer: torch.optim.Optimizer,
-    x: torch.Tensor,
+    x: torch.Tensor | tuple[torch.Tensor, ...],
     clip_norm: float | None = None,
     check_finite: bool = True,
     global_loss: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, bool]:
-    """One SVI step on batch ``x``; returns (loss, whether the step was taken).
+    """One SVI step on batch ``x`` (a tensor, or the tuple of the loss's arguments);
+    returns (loss, whether the step was taken).
 
     With ``check_finite`` a non-finite loss or gradient skips the parameter update and
     returns False (this waits for the device once per step); the caller decides what follows.
@@ -84,7 +91,7 @@ def svi_step(
     which is finite on every rank or on none.
     """
     params = [p for group in optimizer.param_groups for p in group["params"]]
-    loss = loss_fn(x)
+    loss = loss_fn(*arguments(x))
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     if global_loss is not None:
@@ -114,9 +121,9 @@ def defers_check(
 
 
 def svi_step_deferred(
-    loss_fn: Callable[[torch.Tensor], torch.Tensor],
+    loss_fn: Callable[..., torch.Tensor],
     optimizer: torch.optim.Optimizer,
-    x: torch.Tensor,
+    x: torch.Tensor | tuple[torch.Tensor, ...],
     global_loss: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One SVI step that never waits for the device; returns (loss, non-finite flag).
@@ -127,7 +134,7 @@ def svi_step_deferred(
     ``global_loss`` as in :func:`svi_step`.
     """
     params = [p for group in optimizer.param_groups for p in group["params"]]
-    loss = loss_fn(x)
+    loss = loss_fn(*arguments(x))
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     if global_loss is not None:
@@ -177,9 +184,10 @@ def svi_epoch(
     return total
 
 
-def warn_sampled_kl(model: nn.Module, guide: nn.Module, x: torch.Tensor) -> None:
+def warn_sampled_kl(model: nn.Module, guide: nn.Module, *args: torch.Tensor) -> None:
     """Say once which latent sites TraceMeanField_ELBO cannot give a closed-form KL."""
-    sampled = [name for name, closed in analytic_kl_pairs(model, guide, x).items() if not closed]
+    pairs = analytic_kl_pairs(model, guide, *args)
+    sampled = [name for name, closed in pairs.items() if not closed]
     if sampled:
         warnings.warn(
             f"--elbo meanfield: no closed-form KL between the {type(guide).__name__} guide and "
@@ -189,12 +197,13 @@ def warn_sampled_kl(model: nn.Module, guide: nn.Module, x: torch.Tensor) -> None
         )
 
 
-def nonfinite_report(model: torch.nn.Module, guide: torch.nn.Module, x: torch.Tensor) -> str:
-    """Which sites' log-probabilities, parameters and gradients are not finite, re-run on ``x``."""
+def nonfinite_report(model: torch.nn.Module, guide: torch.nn.Module, *args: torch.Tensor) -> str:
+    """Which sites' log-probabilities, parameters and gradients are not finite, re-run on
+    ``args`` (the images, and the labels of a model that takes them)."""
     sites, params, grads = [], [], []
-    with torch.no_grad(), fixed_seed(0, x.device):  # the diagnosis must not move the RNG
-        guide_trace = poutine.trace(guide).get_trace(x)
-        model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(x)
+    with torch.no_grad(), fixed_seed(0, args[0].device):  # the diagnosis must not move the RNG
+        guide_trace = poutine.trace(guide).get_trace(*args)
+        model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(*args)
         for program, trace in (("model", model_trace), ("guide", guide_trace)):
             for name, site in trace.nodes.items():
                 if site["type"] == "sample" and not poutine.util.site_is_subsample(site):

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from pyro_vae.config import TrainConfig
-from pyro_vae.evaluation import fixed_seed
+from pyro_vae.evaluation import fixed_seed, label_arguments
 from pyro_vae.plots import image_grid, reconstruction_rows
 
 IMAGES_EVERY = 5
@@ -57,7 +57,9 @@ class TensorBoardLog:
         self.writer.flush()
 
     @torch.no_grad()
-    def images(self, epoch: int, model, guide, test_images: torch.Tensor) -> None:
+    def images(
+        self, epoch: int, model, guide, test_images: torch.Tensor, test_labels: torch.Tensor
+    ) -> None:
         """Prior samples and reconstructions, drawn under a fixed seed: the same codes every
         time (a picture of the decoder's progress), and the run's random streams untouched
         (a resumed run stays bit-identical whichever epochs logged images)."""
@@ -66,7 +68,9 @@ class TensorBoardLog:
         with fixed_seed(0, test_images.device):
             samples = model.sample_means(64)
             originals = test_images[:32]
-            rows, nrow = reconstruction_rows(originals, model.reconstruct(guide, originals))
+            labels = label_arguments(model, test_labels[:32])
+            reconstructed = model.reconstruct(guide, originals, *labels)
+            rows, nrow = reconstruction_rows(originals, reconstructed)
         self.writer.add_image("prior_samples", image_grid(samples), epoch)
         self.writer.add_image("reconstructions", image_grid(rows, nrow), epoch)
         self.writer.flush()

@@ -76,9 +76,19 @@ from pyro_vae.run import (
     write_images,
 )
 from pyro_vae.schedules import best_epoch, make_scheduler, patience_exhausted, step_scheduler
+from pyro_vae.semisupervised import (
+    SemiSupervisedBatches,
+    SemiSupervisedELBO,
+    TrainingBatches,
+    classifier_weight,
+    label_error,
+    training_batches,
+    write_labelled,
+)
 from pyro_vae.svi import (
     NonFiniteLossError,
     adam,
+    arguments,
     defers_check,
     nonfinite_report,
     svi_step,
@@ -204,7 +214,7 @@ class FinitenessCheck:
     optimizer skips a bad update on the device itself, and the flags are read every
     PROGRESS_EVERY steps and before a checkpoint (:meth:`settle`), so a bad step is
     reported up to PROGRESS_EVERY steps late, its update already skipped. Either way
-    ``on_nonfinite(epoch, step, x)`` decides whether the run goes on.
+    ``on_nonfinite(epoch, step, batch)`` decides whether the run goes on.
     """
 
     def __init__(
@@ -212,33 +222,35 @@ class FinitenessCheck:
         defer: bool,
         clip_norm: float | None,
         global_loss: Callable[[torch.Tensor], torch.Tensor] | None,
-        on_nonfinite: Callable[[int, int, torch.Tensor], None],
+        on_nonfinite: Callable[[int, int, tuple[torch.Tensor, ...]], None],
     ):
         self.defer = defer
         self.clip_norm = clip_norm
         self.global_loss = global_loss
         self.on_nonfinite = on_nonfinite
-        self.pending: list[tuple[int, int, torch.Tensor, torch.Tensor]] = []  # epoch, step, flag, x
+        self.pending: list[tuple] = []  # (epoch, step, flag, batch) per deferred step
 
     def step(
         self,
-        loss_fn: Callable[[torch.Tensor], torch.Tensor],
+        loss_fn: Callable[..., torch.Tensor],
         optimizer: torch.optim.Optimizer,
-        x: torch.Tensor,
+        batch: tuple[torch.Tensor, ...],
         epoch: int,
         step: int,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """One step; returns its loss and what it adds to the epoch's total (None: nothing)."""
+        """One step on ``batch`` (the loss's arguments); returns its loss and what it adds
+        to the epoch's total (None: nothing)."""
         if self.defer:
-            loss, found = svi_step_deferred(loss_fn, optimizer, x, self.global_loss)
+            loss, found = svi_step_deferred(loss_fn, optimizer, batch, self.global_loss)
             counted = torch.where(found > 0, 0.0, loss.detach())
-            self.pending.append((epoch, step, found, x))
+            self.pending.append((epoch, step, found, batch))
             if len(self.pending) == PROGRESS_EVERY:
                 self.settle()
             return loss, counted
-        loss, taken = svi_step(loss_fn, optimizer, x, self.clip_norm, global_loss=self.global_loss)
+        global_loss = self.global_loss
+        loss, taken = svi_step(loss_fn, optimizer, batch, self.clip_norm, global_loss=global_loss)
         if not taken:
-            self.on_nonfinite(epoch, step, x)
+            self.on_nonfinite(epoch, step, batch)
             return loss, None
         return loss, loss.detach()
 
@@ -249,9 +261,9 @@ class FinitenessCheck:
         flags = torch.stack([found for _, _, found, _ in self.pending]).tolist()
         waiting = self.pending.copy()
         self.pending.clear()
-        for (epoch, step, _, x), bad in zip(waiting, flags):
+        for (epoch, step, _, batch), bad in zip(waiting, flags):
             if bad:
-                self.on_nonfinite(epoch, step, x)
+                self.on_nonfinite(epoch, step, batch)
 
 
 @contextlib.contextmanager
@@ -289,14 +301,22 @@ def build_loss(
     model: nn.Module,
     guide: nn.Module,
     warmup: LatentScale,
-    check_batch: torch.Tensor,
+    check_batch: torch.Tensor | tuple[torch.Tensor, ...],
 ) -> tuple[nn.Module, str]:
     """The training loss module (JIT-traced or eager, ``pyro_vae.compiled``) and its mode.
 
-    The pair is checked once with Pyro's validation on (site shapes, model/guide match);
-    the hot loop then runs without it (support was checked once on the whole data set).
+    ``check_batch``: the arguments of a training step's loss (images, and labels for the
+    class-conditional models). The pair is checked once with Pyro's validation on (site
+    shapes, model/guide match); the hot loop then runs without it (support was checked
+    once on the whole data set).
     """
-    objective = make_elbo(config)
+    check_batch = arguments(check_batch)
+    if config.model == "m2":
+        objective = SemiSupervisedELBO(
+            config.num_particles, classifier_weight(config, data.train.shape[0])
+        )
+    else:
+        objective = make_elbo(config)
     # KL warm-up and β-VAE scale the latent sites of model and guide by β (set at each
     # epoch's start).
     if config.kl_warmup_epochs or config.beta != 1:
@@ -304,11 +324,12 @@ def build_loss(
         constants = lambda: (warmup.beta,)  # noqa: E731 - β is frozen into a JIT trace
     else:
         program, constants = (model, guide), tuple
-    probe = check_batch[:8]  # a training batch (a run may have no validation split)
-    with pyro.validation_enabled(True), torch.no_grad(), fixed_seed(0, data.device):  # no RNG moves
-        objective(*program)(probe)
+    probe = [t[:8] for t in check_batch]  # a training batch (there may be no validation split)
+    # With gradients: TraceEnum_ELBO (m2) refuses a differentiable loss that has none.
+    with pyro.validation_enabled(True), fixed_seed(0, data.device):  # no RNG moves
+        objective(*program)(*probe)
         if config.elbo == "meanfield":
-            warn_sampled_kl(model, guide, probe)
+            warn_sampled_kl(model, guide, *probe)
     named = list(nn.ModuleDict({"model": model, "guide": guide}).named_parameters())
     with pyro.validation_enabled(False):
         return training_loss(objective, *program, check_batch, named, config.compile, constants)
@@ -327,11 +348,12 @@ class Trainer:
     warmup: LatentScale
     loss: nn.Module  # the loss pyro_vae.compiled chose (its .eager: a JIT replay handed over)
     compile_mode: str
-    step_loss: Callable[[torch.Tensor], torch.Tensor]  # what a step backpropagates (DDP'd)
+    step_loss: Callable[..., torch.Tensor]  # what a step backpropagates (DDP'd)
     optimizer: torch.optim.Optimizer
     generator: torch.Generator  # the epochs' permutations: the same on every rank
     binarizer: torch.Generator  # dynamic binarization: this rank's own (one process: generator)
     schedule: CheckpointSchedule
+    batches: TrainingBatches  # what a step trains on (images; images and labels)
     scheduler: object = None  # the learning-rate schedule (pyro_vae.schedules), if any
     history: list[dict] = field(default_factory=list)
     position: Position = field(default_factory=Position)
@@ -357,7 +379,8 @@ class Trainer:
         pyro.clear_param_store()  # stale parameters of an earlier model must not shadow these
         pyro.set_rng_seed(config.seed)  # before the networks are built: their initialization too
         data, model, guide = prepare(config)
-        return cls.assemble(config, run_dir, group, data, model, guide, state, resume)
+        batches = training_batches(config, data)
+        return cls.assemble(config, run_dir, group, data, model, guide, state, resume, batches)
 
     @classmethod
     def assemble(
@@ -370,13 +393,17 @@ class Trainer:
         guide: nn.Module,
         state: dict | None = None,
         resume: bool = False,
+        batches: TrainingBatches | None = None,
     ) -> Trainer:
         """Everything a run needs around a built model/guide pair and its data: the run
-        folder, random streams, the loss, optimizer and schedules, the resumed state."""
-        n_train = data.train.shape[0]
+        folder, random streams, the loss, optimizer and schedules, the resumed state.
+        ``batches``: what a step trains on (default: the training images alone)."""
+        batches = batches or TrainingBatches(data)
+        n_train = batches.size
         if config.batch_size > n_train:
+            kind = "unlabelled training" if config.model == "m2" else "training"
             raise UserInputError(
-                f"batch_size {config.batch_size} is larger than the {n_train} training images "
+                f"batch_size {config.batch_size} is larger than the {n_train} {kind} images "
                 f"of {config.dataset}; use --batch-size {n_train} or less"
             )
         group.check_shards(config.batch_size, n_train)
@@ -386,6 +413,8 @@ class Trainer:
             group.barrier()  # every rank has looked before rank 0 creates it
             if group.is_main:
                 create_run_dir(run_dir)
+        if group.is_main and isinstance(batches, SemiSupervisedBatches):
+            write_labelled(run_dir, batches.labelled.cpu(), data.train_labels.cpu())
         if group.is_main:
             write_text_atomically(
                 run_dir / CONFIG_NAME, json.dumps(config.to_dict(), indent=2) + "\n"
@@ -397,8 +426,9 @@ class Trainer:
         warmup = LatentScale(1.0)
         # A training-sized batch (this rank's shard of one), binarized by a generator of its
         # own: the run's streams stay put.
-        first = group.shard(torch.arange(min(config.batch_size, n_train), device=device))
-        check_batch = data.train_batch(first, torch.Generator(device=device).manual_seed(0))
+        first = torch.arange(min(config.batch_size, n_train), device=device)
+        own = torch.Generator(device=device).manual_seed(0)
+        check_batch = batches.batch(first, own, own, group.shard)
         loss, compile_mode = build_loss(config, data, model, guide, warmup, check_batch)
         step_loss = group.loss_module(loss, model, guide, check_batch)
         named = nn.ModuleDict({"model": model, "guide": guide}).parameters()
@@ -424,6 +454,7 @@ class Trainer:
             generator=generator,
             binarizer=binarizer,
             schedule=schedule,
+            batches=batches,
             scheduler=scheduler,
         )
         trainer.start_streams(state)
@@ -545,12 +576,20 @@ class Trainer:
             row["lr"] = self.optimizer.param_groups[0]["lr"] if epoch else None
         if not self.group.is_main:  # rank 0 evaluates; every rank keeps its row
             return self.group.from_main(None)
+        classifies = getattr(self.guide, "classifier", None) is not None  # m2
         for split in ("valid", "test"):
+            size = self.config.eval_batch_size
             terms = (  # None where --valid-size 0 left no validation images
-                elbo_terms(self.model, self.guide, self.data, split, self.config.eval_batch_size)
+                elbo_terms(self.model, self.guide, self.data, split, size)
                 if len(self.data.split(split))
                 else dict.fromkeys(("elbo", "reconstruction", "kl"))
             )
+            if classifies:  # the share of images argmax q(y|x) labels wrongly
+                terms["error"] = (
+                    label_error(self.guide, self.data, split, size)
+                    if len(self.data.split(split))
+                    else None
+                )
             for name, value in terms.items():
                 row[f"{split}_{name}"] = value
         return self.group.from_main(row)
@@ -569,12 +608,14 @@ class Trainer:
         if row["epoch"] % IMAGES_EVERY == 0 or row["epoch"] == self.config.epochs:
             test_images = next(self.data.eval_batches("test", 32), None)
             if test_images is not None:
-                tracker.images(row["epoch"], self.model, self.guide, test_images)
+                labels = self.data.test_labels[:32]
+                tracker.images(row["epoch"], self.model, self.guide, test_images, labels)
 
-    def skip_or_stop(self, epoch: int, step: int, x: torch.Tensor) -> None:
+    def skip_or_stop(self, epoch: int, step: int, batch: tuple[torch.Tensor, ...]) -> None:
         """A non-finite step: skipped while ``skip_nonfinite`` allows, else the run stops."""
         self.position.skipped += 1
-        where = f"epoch {epoch}, step {step + 1}: {nonfinite_report(self.model, self.guide, x)}"
+        report = nonfinite_report(self.model, self.guide, *self.batches.program_arguments(batch))
+        where = f"epoch {epoch}, step {step + 1}: {report}"
         if self.position.skipped > self.config.skip_nonfinite:
             raise NonFiniteLossError(
                 f"non-finite loss or gradient at {where}; the last good checkpoint "
@@ -597,7 +638,7 @@ class Trainer:
                 self.write_best()
             self.to_tensorboard(tracker)
         self.write_metrics()
-        steps_per_epoch = math.ceil(self.data.train.shape[0] / config.batch_size)
+        steps_per_epoch = math.ceil(self.batches.size / config.batch_size)
         done = min(self.position.epochs_done, config.epochs) * steps_per_epoch + self.position.step
         bar = tqdm(
             total=max(config.epochs * steps_per_epoch, done),
@@ -646,15 +687,17 @@ class Trainer:
         """The steps of ``epoch`` from ``position``; returns (train ELBO per image, seconds)."""
         config, data, position = self.config, self.data, self.position
         self.warmup.beta = warmup_beta(epoch, config.kl_warmup_epochs, config.beta)
-        n_train = data.train.shape[0]
+        n_train = self.batches.size
         if position.order is None:
             position.order = torch.randperm(n_train, generator=self.generator, device=data.device)
             position.total = torch.zeros((), device=data.device)
         batches = position.order.split(config.batch_size)
         start = time.perf_counter() - position.seconds
         for step in range(position.step, len(batches)):
-            x = data.train_batch(self.group.shard(batches[step]), self.binarizer)
-            loss, counted = self.finiteness.step(self.step_loss, self.optimizer, x, epoch, step)
+            batch = self.batches.batch(
+                batches[step], self.generator, self.binarizer, self.group.shard
+            )
+            loss, counted = self.finiteness.step(self.step_loss, self.optimizer, batch, epoch, step)
             if counted is not None:
                 position.total += counted
             position.step = step + 1

@@ -256,3 +256,56 @@ def test_train_from_a_config_file_with_flags_over_it(tmp_path, capsys):
     (tmp_path / "typo.json").write_text('{"latnt_dim": 4}')
     code, _, err = run_cli(["train", "--config", tmp_path / "typo.json"], capsys)
     assert code == 2 and "unknown config field(s) latnt_dim" in err
+
+
+def test_m2_train_evaluate_viz_end_to_end(tmp_path, capsys):
+    run_dir = tmp_path / "m2"
+    flags = ["--model", "m2", "--labels", "30", *SMALL, "--out", run_dir]
+    code, out, err = run_cli(["train", *flags], capsys)
+    assert code == 0, err
+    code, out, err = run_cli(["evaluate", run_dir, "--num-samples", "50", "--quiet"], capsys)
+    assert code == 0, err
+    error = float(out.split("test error of argmax q(y|x): ")[1].split("%")[0]) / 100
+    evaluation = json.loads((run_dir / "evaluation.json").read_text())
+    assert evaluation["error"] == pytest.approx(error, abs=5e-5)
+    assert evaluation["log_likelihood"] >= evaluation["elbo"]
+    code, out, err = run_cli(["viz", run_dir], capsys)
+    assert code == 0, err
+    report = (run_dir / "report.html").read_text()
+    assert "Analogies" in report and "Samples per class" in report
+    assert (run_dir / "viz" / "analogies.png").stat().st_size > 0
+    code, out, err = run_cli(["sample", run_dir, "--num", "20"], capsys)
+    assert code == 0, err
+
+
+def test_cvae_evaluates_log_p_x_given_y(tmp_path, capsys):
+    run_dir = tmp_path / "cvae"
+    code, out, err = run_cli(["train", "--model", "cvae", *SMALL, "--out", run_dir], capsys)
+    assert code == 0, err
+    code, out, err = run_cli(["evaluate", run_dir, "--num-samples", "20", "--quiet"], capsys)
+    assert code == 0 and "log p(x | y) ≈" in out and "error of argmax" not in out
+    code, out, err = run_cli(["viz", run_dir], capsys)
+    assert code == 0 and (run_dir / "viz" / "class_samples.png").is_file()
+
+
+def test_class_conditional_bad_input_is_one_line(tmp_path, capsys):
+    import numpy as np
+
+    unlabelled = tmp_path / "unlabelled.npz"
+    images = np.zeros((20, 4, 4), dtype=np.uint8)
+    np.savez(unlabelled, train=images, test=images[:4])
+    cases = [
+        (["--model", "m2", "--labels", "5000"], "leaves no unlabelled image"),
+        (["--model", "m2", "--labels", "5"], "fewer than the 10 classes"),
+        (["--model", "m2"], "needs --labels N"),
+        (["--model", "m2", "--labels", "20", "--prior", "vamp"], "VampPrior"),
+        (["--model", "m2", "--labels", "20", "--elbo", "iwae"], "TraceEnum_ELBO"),
+        (["--model", "cvae", "--elbo", "iwae-dreg"], "does not take their labels"),
+        (["--labels", "20"], "is for --model m2"),
+        (["--model", "cvae", "--dataset", unlabelled], "has no labels"),
+    ]
+    for flags, message in cases:
+        code, out, err = run_cli(["train", *flags, *SMALL, "--out", tmp_path / "r"], capsys)
+        assert code == 2, (flags, err)
+        assert message in err and len(err.strip().splitlines()) == 1, (flags, err)
+        assert not (tmp_path / "r").exists()

@@ -102,7 +102,7 @@ def _one_step_on_a_rank(
     model, guide, loss, mode, optimizer, batch = _prepared(config)
     with process_group(torch.device("cpu")) as group:
         x = group.shard(batch)
-        step_loss = group.loss_module(loss, model, guide, x)
+        step_loss = group.loss_module(loss, model, guide, (x,))
         if poison and rank == 1:
             x = x * float("nan")  # a non-finite loss on one rank only
         # Rank r's draws, as the reference makes them; Pyro's validation off, as in training.

@@ -138,3 +138,82 @@ def test_the_memory_budget_counts_a_conv_nets_feature_maps_not_just_pixels():
     # with the particles; each code scored against the 50 components (50 x 8) does.
     vamp = build_vae(small_config(prior="vamp", prior_components=50), (1, 8, 8))
     assert values_per_draw(*vamp, image) == 50 * 8
+
+
+class LabelledLinearGaussian:
+    """m2's shape with a known answer: y ~ Cat(1/C), z ~ N(0, I), x | y, z ~ N(Wz + b_y, σ²I),
+    so p(x) = (1/C) Σ_y N(x; b_y, WWᵀ + σ²I), and q(z | x, y) can be the exact posterior
+    N(Σ Wᵀ(x - b_y) / σ², Σ). With it every weight w_{y,k} = p(x, y): the enumerated
+    estimate has no variance at all. The guide's q(y|x) is uniform or the exact p(y|x)."""
+
+    C, D, P, SIGMA = 3, 2, 4, 0.7
+
+    def __init__(self, exact_labels: bool):
+        generator = torch.Generator().manual_seed(5)
+        self.W = torch.randn(self.P, self.D, generator=generator)
+        self.B = 2 * torch.randn(self.C, self.P, generator=generator)
+        self.cov = torch.linalg.inv(torch.eye(self.D) + self.W.T @ self.W / self.SIGMA**2)
+        self.exact_labels = exact_labels
+
+    def marginals(self, x):  # log p(x, y) for every class: (N, C)
+        cov = self.W @ self.W.T + self.SIGMA**2 * torch.eye(self.P)
+        log_px_y = dist.MultivariateNormal(self.B, cov).log_prob(x[:, None])
+        return log_px_y - math.log(self.C)
+
+    def model(self, x):
+        with pyro.plate("data", x.shape[0]):
+            y = pyro.sample("y", dist.Categorical(logits=torch.zeros(self.C)).expand([x.shape[0]]))
+            z = pyro.sample("z", dist.Normal(0.0, 1.0).expand([x.shape[0], self.D]).to_event(1))
+            pyro.sample("x", dist.Normal(z @ self.W.T + self.B[y], self.SIGMA).to_event(1), obs=x)
+
+    def guide(self, x):
+        joint = self.marginals(x)
+        logits = joint if self.exact_labels else torch.zeros_like(joint)
+        with pyro.plate("data", x.shape[0]):
+            y = pyro.sample("y", dist.Categorical(logits=logits), infer={"enumerate": "parallel"})
+            mean = (x - self.B[y]) @ self.W @ self.cov.T / self.SIGMA**2
+            pyro.sample("z", dist.MultivariateNormal(mean, self.cov))
+
+    def sample(self, n):
+        generator = torch.Generator().manual_seed(6)
+        y = torch.randint(self.C, (n,), generator=generator)
+        z = torch.randn(n, self.D, generator=generator)
+        noise = self.SIGMA * torch.randn(n, self.P, generator=generator)
+        return z @ self.W.T + self.B[y] + noise
+
+
+@pytest.mark.parametrize("exact_labels", [False, True])
+def test_enumerated_label_with_exact_posteriors_gives_the_exact_value(exact_labels):
+    m2 = LabelledLinearGaussian(exact_labels)
+    x = m2.sample(30)
+    est = importance_log_likelihood(m2.model, m2.guide, x, num_samples=100)
+    exact = torch.logsumexp(m2.marginals(x), 1).numpy()
+    np.testing.assert_allclose(est.log_likelihood, exact, atol=1e-4)  # no variance at all
+    np.testing.assert_allclose(est.ess, 100, rtol=1e-4)
+    # the enumerated ELBO Σ_y q(y|x) (log p(x,y) - log q(y|x)) is below log p(x) by
+    # KL(q(y|x) || p(y|x)): zero at the exact q(y|x), positive at the uniform one
+    log_q = torch.log_softmax(m2.marginals(x), 1) if exact_labels else -math.log(m2.C)
+    q = torch.softmax(m2.marginals(x), 1) if exact_labels else torch.full((30, m2.C), 1 / m2.C)
+    elbo = (q * (m2.marginals(x) - log_q)).sum(1).numpy()
+    np.testing.assert_allclose(est.elbo, elbo, atol=1e-4)
+    assert (est.log_likelihood >= est.elbo - 1e-5).all()
+    if not exact_labels:
+        assert (est.log_likelihood - est.elbo).mean() > 0.1
+
+
+def test_brute_force_that_samples_the_label_agrees_within_its_standard_error():
+    """Sampling y from q(y|x) instead of summing it: unbiased for p(x), noisier."""
+    m2 = LabelledLinearGaussian(exact_labels=False)
+    x = m2.sample(30)
+    exact = torch.logsumexp(m2.marginals(x), 1).numpy()
+    runs = [
+        importance_log_likelihood(
+            m2.model, m2.guide, x, num_samples=400, enumerate_sites=False, seed=seed
+        ).log_likelihood
+        for seed in range(5)
+    ]
+    brute = np.mean(runs, 0)
+    spread = np.std(runs, 0, ddof=1) / math.sqrt(len(runs))
+    assert spread.max() > 1e-3  # it is noisy, unlike the enumerated estimate
+    # per image within 4 standard errors (plus the log of a mean's small downward bias)
+    assert (np.abs(brute - exact) <= 4 * spread + 0.01).all()
