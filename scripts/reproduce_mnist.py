@@ -28,6 +28,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -318,36 +319,61 @@ anything), and beside it the ELBO's KL term for the epochs that recorded it.
 """  # noqa: E501
 
 
+def _markers(name: str) -> tuple[str, str]:
+    return f"<!-- {name}: begin -->", f"<!-- {name}: end -->"
+
+
+def replace_section(text: str, name: str, body: str) -> str:
+    """``text`` with the section between ``name``'s markers replaced by ``body`` (appended,
+    with its markers, where there is none): how another script (semisupervised_mnist.py)
+    keeps its part of RESULTS.md, which this one rewrites."""
+    begin, end = _markers(name)
+    block = f"{begin}\n{body.strip()}\n{end}\n"
+    if begin in text and end in text:
+        head, rest = text.split(begin, 1)
+        return head + block + rest.split(end, 1)[1].lstrip("\n")
+    return text.rstrip() + ("\n\n" if text.strip() else "") + block
+
+
+def marked_sections(text: str) -> list[str]:
+    """The marked sections of ``text`` (:func:`replace_section`), markers included."""
+    blocks = []
+    while "<!-- " in text and ": begin -->" in text:
+        start = text.index("<!-- ")
+        name = text[start + 5 : text.index(": begin -->", start)]
+        begin, end = _markers(name)
+        if begin not in text or end not in text:
+            break
+        block = begin + text.split(begin, 1)[1].split(end, 1)[0] + end
+        blocks.append(block)
+        text = text.split(end, 1)[1]
+    return blocks
+
+
 def write_results(args: argparse.Namespace) -> None:
     lines, sections = zip(*(row_report(row, args) for row in ROWS.values()))
     notes = args.notes.read_text() if args.notes and args.notes.is_file() else ""
     text = HEADER + "\n".join(lines) + "\n\n" + notes + "\n## Rows\n\n" + "\n".join(sections)
-    args.results.write_text(text.rstrip() + "\n")
+    kept = marked_sections(args.results.read_text()) if args.results.is_file() else []
+    args.results.write_text("\n\n".join([text.rstrip(), *kept]) + "\n")
 
 
 # ---------------------------------------------------------------------------------------------
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rows", nargs="+", default=list("ABCDE"), choices=list(ROWS))
-    parser.add_argument("--runs-dir", type=Path, default=Path.home() / "pyro-vae-runs" / "mnist")
+def add_run_options(parser: argparse.ArgumentParser, runs_dir: Path) -> None:
+    """The options of every experiment script here: where the run folders and the data lie,
+    how long and how many rows train at once, and where the results go."""
+    parser.add_argument("--runs-dir", type=Path, default=runs_dir)
     parser.add_argument("--data-dir", type=Path, default=Path("../shared/data"))
     parser.add_argument("--no-download", action="store_true")
     parser.add_argument(
         "--max-minutes",
         type=float,
         default=60.0,
-        help="training minutes per row in this invocation (0: evaluate only)",
+        help="training minutes per row in this invocation (0: only evaluate and report)",
     )
     parser.add_argument("--jobs", type=int, default=2, help="rows trained at once")
-    parser.add_argument("--num-samples", type=int, default=5000)
-    parser.add_argument(
-        "--max-images",
-        type=int,
-        default=None,
-        help="evaluate only the first N test images (default: all)",
-    )
     parser.add_argument(
         "--epochs",
         type=int,
@@ -362,16 +388,46 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--results", type=Path, default=Path("RESULTS.md"))
     parser.add_argument("--figures-dir", type=Path, default=Path("scripts/results"))
+
+
+def parsed(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """The arguments, with the run folder resolved and each job's share of the cores."""
+    args = parser.parse_args(argv)
+    args.runs_dir = args.runs_dir.expanduser().resolve()
+    args.threads = max(1, (os.cpu_count() or 1) // args.jobs)
+    return args
+
+
+def run_rows(work: Callable[[object, Children], str], rows: list, jobs: int) -> Children:
+    """``work(row, children)`` for every row, ``jobs`` at a time, printing what each says;
+    SIGTERM or SIGINT stops the children, which checkpoint. Returns the children."""
+    children = Children()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, children.stop)
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        for message in pool.map(lambda row: work(row, children), rows):
+            print(message, flush=True)
+    return children
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rows", nargs="+", default=list("ABCDE"), choices=list(ROWS))
+    add_run_options(parser, Path.home() / "pyro-vae-runs" / "mnist")
+    parser.add_argument("--num-samples", type=int, default=5000)
+    parser.add_argument(
+        "--max-images",
+        type=int,
+        default=None,
+        help="evaluate only the first N test images (default: all)",
+    )
     parser.add_argument(
         "--notes",
         type=Path,
         default=Path("scripts/results/notes.md"),
         help="hand-written discussion placed under the table",
     )
-    args = parser.parse_args(argv)
-    args.runs_dir = args.runs_dir.expanduser().resolve()
-    args.threads = max(1, (os.cpu_count() or 1) // args.jobs)
-    return args
+    return parsed(parser, argv)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -382,12 +438,7 @@ def main(argv: list[str] | None = None) -> int:
         for row in [row for row in rows if row.gpu]:
             print(f"row {row.key} needs a GPU (none here): skipped; --epochs N runs it small")
         rows = [row for row in rows if not row.gpu]
-    children = Children()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, children.stop)
-    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
-        for message in pool.map(lambda row: run_row(row, args, children), rows):
-            print(message, flush=True)
+    children = run_rows(lambda row, children: run_row(row, args, children), rows, args.jobs)
     write_results(args)
     print(f"wrote {args.results}")
     return EXIT_INTERRUPTED if children.stopping.is_set() else 0

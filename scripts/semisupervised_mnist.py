@@ -1,0 +1,208 @@
+"""Semi-supervised MNIST with M2 (Kingma et al. 2014): test error against the paper's.
+
+One run folder per labelled-set size under ``--runs-dir`` (keep it outside the checkout),
+trained with ``pyro-vae train --model m2 --labels N`` up to ``--max-minutes`` per row in
+this invocation; a row cut short keeps its checkpoint and the next invocation continues
+it (bit for bit on the CPU). The test error is the one ``pyro-vae train`` records after
+every epoch: argmax q(y|x) against the label on all 10,000 test images, from the last
+epoch trained (never chosen by its test error). The section of RESULTS.md between its
+markers is rewritten from the run folders, with a plot of the test error per epoch.
+
+    python scripts/semisupervised_mnist.py --labels 100 600 --max-minutes 60 \\
+        --runs-dir ~/pyro-vae-runs/m2 --data-dir ../shared/data --no-download
+    python scripts/semisupervised_mnist.py --max-minutes 0   # only rewrite the section
+
+Network and optimizer follow Kingma et al. (2014), section 4: 50 latent units, hidden
+layers of 500 softplus units, α = 0.1·N, learning rate 3e-4 (Adam here, RMSProp with
+momentum there), minibatches of 100 (here: 100 unlabelled images and 100 labelled ones,
+or all of them where there are fewer, per step).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # reproduce_mnist, beside this file
+
+from reproduce_mnist import (  # noqa: E402
+    EXIT_INTERRUPTED,
+    Children,
+    add_run_options,
+    environment,
+    parsed,
+    python_command,
+    replace_section,
+    run_rows,
+    shell_line,
+    training_finished,
+)
+
+from pyro_vae.run import read_config, read_history  # noqa: E402
+
+# Kingma et al. 2014, Table 1: test error of M2 alone with N labels on MNIST.
+PUBLISHED_ERROR = {100: 11.97, 600: 4.94, 1000: 3.60, 3000: 3.92}
+SOURCE = (
+    "Kingma, Rezende, Mohamed & Welling, Semi-Supervised Learning with Deep Generative "
+    "Models, NeurIPS 2014, Table 1 (M2)"
+)
+PAPER_FLAGS = (
+    "--model", "m2", "--hidden-dims", "500", "--latent-dim", "50", "--activation",
+    "softplus", "--lr", "0.0003", "--batch-size", "100", "--epochs", "1000",
+)  # fmt: skip
+SECTION = "semisupervised"
+
+
+def train_command(labels: int, run_dir: Path, args: argparse.Namespace) -> list[str]:
+    data = ["--data-dir", str(args.data_dir)] + (["--no-download"] if args.no_download else [])
+    cap = ["--epochs", str(args.epochs)] if args.epochs is not None else []
+    if (run_dir / "config.json").is_file():
+        return python_command("train", "--resume", str(run_dir), *data, *cap, "--quiet")
+    return python_command(
+        "train", *PAPER_FLAGS, "--labels", str(labels), "--dataset", args.dataset,
+        "--seed", str(args.seed), *data, *cap, "--out", str(run_dir), "--quiet",
+    )  # fmt: skip
+
+
+def run_row(labels: int, args: argparse.Namespace, children: Children) -> str:
+    run_dir = args.runs_dir / f"m2-{labels}"
+    log = args.runs_dir / f"m2-{labels}.log"
+    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
+    if args.max_minutes > 0 and not training_finished(run_dir, args.epochs):
+        code = children.run(train_command(labels, run_dir, args), log, args.max_minutes, env)
+        if code not in (0, EXIT_INTERRUPTED):
+            return f"{labels} labels: training failed (exit {code}); see {log}"
+    if not (run_dir / "checkpoint.pt").is_file():
+        return f"{labels} labels: not trained yet"
+    return f"{labels} labels: epoch {read_history(run_dir)[-1]['epoch']}"
+
+
+def save_error_curves(histories: dict[int, list[dict]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(7, 4))
+    for labels, history in histories.items():
+        rows = [row for row in history if row["epoch"] > 0]
+        axis.plot([r["epoch"] for r in rows], [100 * r["test_error"] for r in rows],
+                  label=f"{labels} labels")  # fmt: skip
+        if labels in PUBLISHED_ERROR:
+            axis.axhline(PUBLISHED_ERROR[labels], linestyle=":", linewidth=0.8,
+                         color=axis.lines[-1].get_color())  # fmt: skip
+    axis.set_xlabel("epoch (passes over the unlabelled images)")
+    axis.set_ylabel("test error, % (dotted: Kingma et al. 2014)")
+    axis.set_yscale("log")
+    axis.grid(alpha=0.3)
+    axis.legend()
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
+def section_text(args: argparse.Namespace) -> str:
+    """The RESULTS.md section: one table row per labelled-set size, the commands, a plot."""
+    lines = [
+        "## Semi-supervised MNIST: M2 test error",
+        "",
+        "Written by `python scripts/semisupervised_mnist.py` (issue 14) from its run folders.",
+        "Test error of argmax q(y|x) on all 10,000 MNIST test images after the last epoch",
+        f"trained (never chosen by test error); published: {SOURCE}.",
+        "",
+        "| labels | epochs | training | test error | validation error | −ELBO (test, "
+        "y summed out) | published | difference |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    details, histories = [], {}
+    for labels in sorted({*PUBLISHED_ERROR, *args.labels}):
+        run_dir = args.runs_dir / f"m2-{labels}"
+        published = PUBLISHED_ERROR.get(labels)
+        shown = "—" if published is None else f"{published:.2f}%"
+        history = read_history(run_dir) if (run_dir / "checkpoint.pt").is_file() else []
+        if len(history) < 2:
+            lines.append(f"| {labels} | not run yet | | | | | {shown} | |")
+            continue
+        histories[labels] = history
+        last, config = history[-1], read_config(run_dir)
+        seconds = sum(row["seconds"] or 0.0 for row in history[1:])
+        error = 100 * last["test_error"]
+        valid = "—" if last.get("valid_error") is None else f"{100 * last['valid_error']:.2f}%"
+        difference = "" if published is None else f"{error - published:+.2f}"
+        lines.append(
+            f"| {labels} | {last['epoch']} of {config.epochs} | {seconds / 3600:.2f} h | "
+            f"{error:.2f}% | {valid} | {-last['test_elbo']:.2f} | {shown} | {difference} |"
+        )
+        command = shell_line(train_command(labels, Path("RUN"), _fresh(args)))
+        details.append(f"- {labels} labels: `{command}`; {last['epoch']} epochs, {seconds:.0f} s")
+    env = environment()
+    details.append(f"- device: {env['device']}; {env['versions']}; written {env['date']}")
+    figures = []
+    if histories:
+        plot = args.figures_dir / "m2-test-error.png"
+        save_error_curves(histories, plot)
+        figures.append(("M2 test error per epoch", plot))
+        most = max(histories)  # the pictures of the run with the most labels
+        for caption, path in class_pictures(args.runs_dir / f"m2-{most}", args.figures_dir):
+            figures.append((f"{most} labels: {caption}", path))
+    notes = args.notes.read_text().strip() if args.notes and args.notes.is_file() else ""
+    shown = [f"{caption}:\n\n![{caption}]({os.path.relpath(path, args.results.parent)})\n"
+             for caption, path in figures]  # fmt: skip
+    return "\n".join([*lines, "", *details, "", notes, "", *shown])
+
+
+def class_pictures(run_dir: Path, figures_dir: Path) -> list[tuple[str, Path]]:
+    """The analogies and per-class samples of ``pyro-vae viz``, copied to ``figures_dir``."""
+    import shutil
+    import tempfile
+
+    from pyro_vae.latent import write_class_images
+    from pyro_vae.run import load_run
+
+    run = load_run(run_dir, device="cpu")
+    with tempfile.TemporaryDirectory() as scratch:
+        written, _ = write_class_images(run, Path(scratch))
+        pictures = []
+        for caption, path in written.items():
+            if path.name in ("analogies.png", "class_samples.png"):
+                target = figures_dir / f"m2-{run.config.labels}-{path.name}"
+                shutil.copyfile(path, target)
+                pictures.append((caption, target))
+    return pictures
+
+
+def _fresh(args: argparse.Namespace) -> argparse.Namespace:
+    """The arguments of a first run, for printing the command that started a row."""
+    fresh = {"epochs": None, "data_dir": "../shared/data", "no_download": True}
+    return argparse.Namespace(**{**vars(args), **fresh})
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--labels", nargs="+", type=int, default=list(PUBLISHED_ERROR))
+    add_run_options(parser, Path.home() / "pyro-vae-runs" / "m2")
+    parser.add_argument(
+        "--notes",
+        type=Path,
+        default=Path("scripts/results/semisupervised-notes.md"),
+        help="hand-written discussion placed under the table",
+    )
+    return parsed(parser, argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    args.runs_dir.mkdir(parents=True, exist_ok=True)
+    work = lambda labels, children: run_row(labels, args, children)  # noqa: E731
+    children = run_rows(work, args.labels, args.jobs)
+    old = args.results.read_text() if args.results.is_file() else ""
+    args.results.write_text(replace_section(old, SECTION, section_text(args)))
+    print(f"wrote {args.results}")
+    return EXIT_INTERRUPTED if children.stopping.is_set() else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,69 @@
+"""scripts/semisupervised_mnist.py: its commands, a small-scale run, and its RESULTS.md
+section, which reproduce_mnist.py keeps when it rewrites the file."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+from pyro_vae.cli import build_parser, train_config_from_args
+
+SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
+
+
+def load(name: str):
+    spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def semisupervised():
+    return load("semisupervised_mnist")
+
+
+def test_every_row_is_kingmas_m2(semisupervised, tmp_path):
+    args = semisupervised.parse_args(["--runs-dir", str(tmp_path)])
+    assert args.labels == [100, 600, 1000, 3000]
+    for labels in args.labels:
+        command = semisupervised.train_command(labels, tmp_path / str(labels), args)
+        config = train_config_from_args(build_parser().parse_args(command[3:]))
+        assert (config.model, config.labels, config.dataset) == ("m2", labels, "mnist")
+        assert (config.latent_dim, config.hidden_dims, config.lr) == (50, [500], 3e-4)
+        assert config.classifier_weight is None  # Kingma et al.'s 0.1·N/labels
+
+
+def test_small_run_writes_its_section_and_reproduce_mnist_keeps_it(semisupervised, tmp_path):
+    results = tmp_path / "RESULTS.md"
+    results.write_text("# Results\n\nold text\n")
+    common = ["--runs-dir", str(tmp_path / "runs"), "--results", str(results)]
+    common += ["--figures-dir", str(tmp_path / "figures"), "--notes", str(tmp_path / "no.md")]
+    small = ["--labels", "20", "--dataset", "digits", "--epochs", "1", "--max-minutes", "5"]
+    assert semisupervised.main([*small, *common]) == 0
+    text = results.read_text()
+    assert text.startswith("# Results\n\nold text\n")
+    section = text.split("<!-- semisupervised: begin -->")[1].split("<!-- semisupervised: end")[0]
+    row = next(line for line in section.splitlines() if line.startswith("| 20 |"))
+    assert row.split(" | ")[1] == "1 of 1"
+    assert float(row.split(" | ")[3].rstrip("%")) < 100
+    assert "| 100 | not run yet |" in section
+    for picture in ("m2-test-error.png", "m2-20-analogies.png", "m2-20-class_samples.png"):
+        assert (tmp_path / "figures" / picture).stat().st_size > 0
+    # rerun: the section is replaced, not repeated
+    assert semisupervised.main([*small, *common]) == 0
+    text = results.read_text()
+    assert text.count("<!-- semisupervised: begin -->") == 1
+    section = text.split("<!-- semisupervised: begin -->")[1].split("<!-- semisupervised: end")[0]
+    # reproduce_mnist.py rewrites the file around it
+    reproduce = load("reproduce_mnist")
+    figures = ["--figures-dir", str(tmp_path / "figures"), "--notes", str(tmp_path / "no.md")]
+    runs = ["--runs-dir", str(tmp_path / "mnist"), "--results", str(results)]
+    assert reproduce.main(["--rows", "A", "--max-minutes", "0", *runs, *figures]) == 0
+    rewritten = results.read_text()
+    assert "old text" not in rewritten and "| A |" in rewritten
+    assert section in rewritten
