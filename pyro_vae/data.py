@@ -20,7 +20,7 @@ different runs are comparable.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -111,6 +111,36 @@ class ImageData:
         images = self.split(split)
         for start in range(0, images.shape[0], batch_size):
             yield images[start : start + batch_size].float().div_(255)
+
+
+@dataclass
+class TrainingBatches:
+    """The batches of a training epoch. ``size`` images make an epoch, visited in the order
+    of a permutation of ``range(size)``; ``batch(index, generator, binarizer, shard)`` is
+    the tuple of tensors a step's loss takes for the positions ``index`` of that order."""
+
+    data: ImageData
+    with_labels: bool = False  # cvae: (images, labels); else (images,)
+
+    @property
+    def size(self) -> int:
+        return self.data.train.shape[0]
+
+    def batch(
+        self,
+        index: torch.Tensor,
+        generator: torch.Generator,
+        binarizer: torch.Generator,
+        shard: Callable[[torch.Tensor], torch.Tensor],
+    ) -> tuple[torch.Tensor, ...]:
+        index = shard(index)
+        x = self.data.train_batch(index, binarizer)
+        return (x, self.data.train_labels[index]) if self.with_labels else (x,)
+
+    def program_arguments(self, batch: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+        """The arguments of one call of model and guide in ``batch`` (a step's loss may
+        call them more than once, on parts of it): here all of it."""
+        return batch
 
 
 def default_data_dir() -> Path:

@@ -18,10 +18,11 @@ term is ``Trace_ELBO`` of a model that observes y under q(y|x) (Pyro's SS-VAE ex
 training images: their 0.1·N multiplies the classification term's mean over the labelled
 images, and each labelled image's L enters with weight one.
 
-Batches. An m2 epoch is one pass over the unlabelled images; each step adds a batch of
+Batches (``pyro_vae.data.TrainingBatches``: all training images, with their labels for
+cvae). An m2 epoch is one pass over the unlabelled images; each step adds a batch of
 labelled images drawn afresh (without replacement, as many as the batch size, at most all
 of them) from the run's permutation stream, so a resumed run draws what an uninterrupted
-one would. cvae batches are all training images with their labels.
+one would.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ import torch
 from torch import nn
 
 from pyro_vae.config import TrainConfig
-from pyro_vae.data import ImageData
+from pyro_vae.data import ImageData, TrainingBatches
 from pyro_vae.errors import UserInputError
 from pyro_vae.importance import eval_mode
 
@@ -86,36 +87,6 @@ def write_labelled(run_dir: Path, index: torch.Tensor, labels: torch.Tensor) -> 
     """RUN_DIR/labelled.json: which training images kept their label, and the labels."""
     record = {"train_index": index.tolist(), "labels": labels[index].tolist()}
     (Path(run_dir) / LABELLED_NAME).write_text(json.dumps(record) + "\n")
-
-
-@dataclass
-class TrainingBatches:
-    """The batches of a training epoch. ``size`` images make an epoch, visited in the order
-    of a permutation of ``range(size)``; ``batch(index, generator, binarizer, shard)`` is
-    the tuple of tensors a step's loss takes for the positions ``index`` of that order."""
-
-    data: ImageData
-    with_labels: bool = False  # cvae: (images, labels); else (images,)
-
-    @property
-    def size(self) -> int:
-        return self.data.train.shape[0]
-
-    def batch(
-        self,
-        index: torch.Tensor,
-        generator: torch.Generator,
-        binarizer: torch.Generator,
-        shard: Callable[[torch.Tensor], torch.Tensor],
-    ) -> tuple[torch.Tensor, ...]:
-        index = shard(index)
-        x = self.data.train_batch(index, binarizer)
-        return (x, self.data.train_labels[index]) if self.with_labels else (x,)
-
-    def program_arguments(self, batch: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
-        """The arguments of one call of model and guide in ``batch`` (a step's loss may
-        call them more than once, on parts of it): here all of it."""
-        return batch
 
 
 @dataclass

@@ -1,10 +1,12 @@
 """The training loop of ``pyro-vae train``, in parts that each do one thing.
 
     train()                     resolve the run (new, resumed, restarted by torchrun), then
-    Trainer.prepare()           config, data, model/guide, loss, optimizer, resume state
+    Trainer.prepare()           config, data, model/guide, loss, optimizer, resume state, and
+                                the batches a step trains on (``TrainingBatches``: images;
+                                images and labels; m2's unlabelled and labelled parts)
     Trainer.fit()               epoch 0's evaluation, then for each epoch:
       Trainer.run_epoch()         the epoch's SVI steps (``pyro_vae.svi``), from where it left off
-      Trainer.evaluate_row()      validation and test ELBO, one row of metrics.jsonl
+      Trainer.evaluate_row()      validation and test ELBO (m2: and error), a metrics.jsonl row
       pyro_vae.schedules          the epoch's learning-rate step; early stopping (best.pt)
       CheckpointSchedule          whether a checkpoint is due: every N epochs, every M minutes,
                                   at the end, on a stop request
@@ -59,7 +61,7 @@ from pyro_vae.checkpoint import (
 )
 from pyro_vae.compiled import training_loss
 from pyro_vae.config import RESUMABLE_CHANGES, TrainConfig, differing_fields
-from pyro_vae.data import ImageData
+from pyro_vae.data import ImageData, TrainingBatches
 from pyro_vae.distributed import ProcessGroup, is_restart, process_group
 from pyro_vae.errors import UserInputError
 from pyro_vae.evaluation import elbo_terms, fixed_seed, stream_seed
@@ -79,7 +81,6 @@ from pyro_vae.schedules import best_epoch, make_scheduler, patience_exhausted, s
 from pyro_vae.semisupervised import (
     SemiSupervisedBatches,
     SemiSupervisedELBO,
-    TrainingBatches,
     classifier_weight,
     label_error,
     training_batches,
