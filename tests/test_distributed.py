@@ -339,3 +339,26 @@ def test_the_last_batch_of_an_epoch_must_reach_every_process():
 def test_one_process_checkpoints_no_rank_streams(trained_run):
     state = load_checkpoint(trained_run.run_dir / "checkpoint.pt")
     assert state["world_size"] == 1 and "rank_streams" not in state
+
+
+def test_m2_trains_under_torchrun_like_one_process(tmp_path):
+    """m2's labelled batch is drawn alike on every rank (the permutation stream) and shared
+    out with the unlabelled one: two processes train what one does, up to random streams."""
+    flags = [*TRAIN_FLAGS, "--model", "m2", "--labels", "41", "--epochs", "3", "--quiet"]
+    single = subprocess.run(
+        [sys.executable, "-m", "pyro_vae", "train", *flags, "--out", str(tmp_path / "single")],
+        cwd=ROOT, capture_output=True, text=True,
+    )  # fmt: skip
+    assert single.returncode == 0, single.stderr
+    out, _ = finished(torchrun("train", *flags, "--out", str(tmp_path / "parallel")))
+    assert out.count("test error of argmax q(y|x)") == 1
+
+    def last(run: str) -> dict:
+        return json.loads((tmp_path / run / "metrics.jsonl").read_text().splitlines()[-1])
+
+    one, two = last("single"), last("parallel")
+    assert abs(one["test_elbo"] - two["test_elbo"]) < 1.0
+    assert two["test_error"] < 0.8 and abs(one["test_error"] - two["test_error"]) < 0.15
+    assert (tmp_path / "parallel" / "labelled.json").read_text() == (
+        tmp_path / "single" / "labelled.json"
+    ).read_text()
