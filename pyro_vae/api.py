@@ -15,6 +15,7 @@ from pyro_vae.importance import (
     importance_log_likelihood,
 )
 from pyro_vae.latent import write_class_images, write_latent_images
+from pyro_vae.registry import CLASS_CONDITIONAL
 from pyro_vae.report import write_report
 from pyro_vae.run import Run
 
@@ -75,7 +76,7 @@ def visualize(
     if run.run_dir is None:
         raise UserInputError("visualize needs a run with a run folder (train or load_run)")
     out_dir = Path(run.run_dir) / "viz"
-    if hasattr(run.model, "num_classes"):  # m2, cvae: pictures of p(x | y, z)
+    if run.config.model in CLASS_CONDITIONAL:  # m2, cvae: pictures of p(x | y, z)
         images, summary = write_class_images(run, out_dir)
     else:
         images, summary = write_latent_images(

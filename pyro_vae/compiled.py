@@ -113,9 +113,8 @@ class JitTracedLoss(nn.Module):
     def forward(self, *batch: torch.Tensor) -> torch.Tensor:
         if self.eager is not None:
             return self.eager(*batch)
-        shapes = tuple(tuple(t.shape) for t in batch)
-        key = (shapes, tuple(t.dtype for t in batch), str(batch[0].device), *self.constants())
-        device = batch[0].device
+        shapes, device = tuple(tuple(t.shape) for t in batch), batch[0].device
+        key = (shapes, tuple(t.dtype for t in batch), str(device), *self.constants())
         with torch.jit.optimized_execution(False):
             trace = self.traced.get(key)
             if trace is None:

@@ -90,11 +90,7 @@ def log_importance_weights(
     log-probability is multiplied by its Pyro ``scale``, which is 1 unless a handler such as
     KL warm-up's :class:`~pyro_vae.objectives.LatentScale` set it.
     """
-    model_trace, guide_trace = particle_traces(model, guide, x, num_particles)
-    log_w = site_log_probs(model_trace, "model", data_plate) - site_log_probs(
-        guide_trace, "guide", data_plate
-    )
-    return log_w.expand(num_particles, x.shape[0])
+    return weights_and_elbo(model, guide, x, num_particles, data_plate, enumerate_sites=False)[0]
 
 
 def check_pair(
@@ -262,14 +258,14 @@ def weights_and_elbo(
     model_trace, guide_trace = particle_traces(
         model, guide, x, num_particles, given=given, enumerate_sites=enumerate_sites
     )
-    log_q_enumerated = 0
-    log_w = site_log_probs(model_trace, "model", data_plate)
+    log_q_sampled, log_q_enumerated = 0, 0
     for site in _data_plate_sites(guide_trace, "guide", data_plate):
         log_q = site["scale"] * site["fn"].log_prob(site["value"])
         if site["infer"].get("_enumerate_dim") is not None:
             log_q_enumerated = log_q_enumerated + log_q
         else:
-            log_w = log_w - log_q
+            log_q_sampled = log_q_sampled + log_q
+    log_w = site_log_probs(model_trace, "model", data_plate) - log_q_sampled
     shape = (num_particles, x.shape[0])
     if not torch.is_tensor(log_q_enumerated):
         log_w = log_w.expand(shape)

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from pyro_vae.evaluation import EVAL_SEED, fixed_seed
+from pyro_vae.evaluation import EVAL_SEED, fixed_seed, label_arguments
 from pyro_vae.importance import eval_mode
 
 ACTIVE_UNIT_THRESHOLD = 0.01
@@ -310,9 +310,9 @@ def write_class_images(run, out_dir: Path) -> tuple[dict[str, Path], dict]:
                         nrow=classes + 1)  # fmt: skip
         caption = "Test images (odd rows) above their reconstructions"
         written[caption] = out_dir / "reconstructions.png"
-        given = labels[:32] if model.needs_labels else None
+        given = label_arguments(model, labels[:32])
         save_reconstructions(
-            images[:32], model.reconstruct(guide, images[:32], given), written[caption]
+            images[:32], model.reconstruct(guide, images[:32], *given), written[caption]
         )
         caption = "Latent means of q(z | x, y) at the test labels, coloured by label (PCA)"
         written[caption] = out_dir / "latent_pca.png"

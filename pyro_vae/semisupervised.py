@@ -147,13 +147,10 @@ class SemiSupervisedELBO(pyro.infer.ELBO):
     """
 
     def __init__(self, num_particles: int = 1, classifier_weight: float = 1.0):
-        vectorize = num_particles > 1
-        super().__init__(
-            num_particles=num_particles, vectorize_particles=vectorize, max_plate_nesting=1
-        )
         options = dict(
-            num_particles=num_particles, vectorize_particles=vectorize, max_plate_nesting=1
+            num_particles=num_particles, vectorize_particles=num_particles > 1, max_plate_nesting=1
         )
+        super().__init__(**options)
         self.enumerated = pyro.infer.TraceEnum_ELBO(**options)
         self.labelled = pyro.infer.Trace_ELBO(**options)  # no site to enumerate: y is given
         self.classification = pyro.infer.Trace_ELBO(max_plate_nesting=1)

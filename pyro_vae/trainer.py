@@ -578,19 +578,14 @@ class Trainer:
         if not self.group.is_main:  # rank 0 evaluates; every rank keeps its row
             return self.group.from_main(None)
         classifies = getattr(self.guide, "classifier", None) is not None  # m2
+        columns = ("elbo", "reconstruction", "kl", *(("error",) if classifies else ()))
         for split in ("valid", "test"):
             size = self.config.eval_batch_size
-            terms = (  # None where --valid-size 0 left no validation images
-                elbo_terms(self.model, self.guide, self.data, split, size)
-                if len(self.data.split(split))
-                else dict.fromkeys(("elbo", "reconstruction", "kl"))
-            )
-            if classifies:  # the share of images argmax q(y|x) labels wrongly
-                terms["error"] = (
-                    label_error(self.guide, self.data, split, size)
-                    if len(self.data.split(split))
-                    else None
-                )
+            terms = dict.fromkeys(columns)  # None where --valid-size 0 left no validation images
+            if len(self.data.split(split)):
+                terms.update(elbo_terms(self.model, self.guide, self.data, split, size))
+                if classifies:  # the share of images argmax q(y|x) labels wrongly
+                    terms["error"] = label_error(self.guide, self.data, split, size)
             for name, value in terms.items():
                 row[f"{split}_{name}"] = value
         return self.group.from_main(row)
