@@ -23,12 +23,12 @@ import pyro.distributions as dist
 import torch
 from torch import nn
 
-from models.vae import number_of_images
+from models.vae import VAEModel, number_of_images
 from pyro_vae.errors import UserInputError
 from pyro_vae.nn import with_label
 
 
-class ClassConditionalModel(nn.Module):
+class ClassConditionalModel(VAEModel):
     """p(y) p(z) p(x|y,z) with ``label_prior=True`` (m2), else p(z) p(x|y,z) (cvae).
 
     ``model(x, y)``: y observed; ``model(x)``: y latent (m2 only); ``model(y=y)`` or
@@ -44,12 +44,7 @@ class ClassConditionalModel(nn.Module):
         num_classes: int,
         label_prior: bool,
     ):
-        super().__init__()
-        self.prior = prior
-        self.decoder = decoder  # reads latent_dim + num_classes values
-        self.likelihood = likelihood
-        self.image_shape = tuple(image_shape)
-        self.latent_dim = prior.latent_dim
+        super().__init__(prior, decoder, likelihood, image_shape)  # decoder: z and onehot(y)
         self.num_classes = num_classes
         self.label_prior = label_prior
 

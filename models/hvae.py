@@ -19,11 +19,11 @@ import pyro.distributions as dist
 import torch
 from torch import nn
 
-from models.vae import number_of_images
+from models.vae import VAEModel, number_of_images
 from pyro_vae.nn import mlp, positive
 
 
-class HierarchicalVAEModel(nn.Module):
+class HierarchicalVAEModel(VAEModel):
     def __init__(
         self,
         prior: nn.Module,
@@ -34,12 +34,8 @@ class HierarchicalVAEModel(nn.Module):
         hidden_dims: list[int],
         activation: str,
     ):
-        super().__init__()
-        self.prior = prior  # over z2
-        self.decoder = decoder  # z1 -> likelihood parameters
-        self.likelihood = likelihood
-        self.image_shape = tuple(image_shape)
-        self.latent_dim = prior.latent_dim
+        # prior: over z2; decoder: z1 -> likelihood parameters
+        super().__init__(prior, decoder, likelihood, image_shape)
         self.bottom_dim = latent_dim
         # p(z1 | z2): a network from z2 to the mean and (softplus) scale of z1
         self.conditional = mlp([prior.latent_dim, *hidden_dims, 2 * latent_dim], activation, False)

@@ -18,6 +18,7 @@ from pyro_vae.config import (
     BINARIZE_MODES,
     COMPILE_MODES,
     DEVICES,
+    LABELLED_WEIGHTINGS,
     LR_SCHEDULES,
     PRECISIONS,
     RESUMABLE_CHANGES,
@@ -69,6 +70,11 @@ TRAIN_HELP = {
     "chosen by --seed (recorded in RUN_DIR/labelled.json); the rest train unlabelled",
     "classifier_weight": "m2: weight α of the classification term α·log q(y|x) on labelled "
     "images (default: Kingma et al.'s 0.1·N/labels, N the training images)",
+    "labelled_weighting": f"m2 ({_one_of(LABELLED_WEIGHTINGS)}): how a step weighs its "
+    "labelled batch against its unlabelled one; batch (default): image for image, so the "
+    "labelled images, drawn every step, weigh far more than their share (most "
+    "reimplementations); data: each labelled image as much as an unlabelled one over an "
+    "epoch, Kingma et al.'s objective over the training set (their code)",
     "prior": f"prior p(z) ({_one_of(names('prior'))}); the top layer's under hvae",
     "decoder": f"decoder network ({_one_of(names('decoder'))})",
     "likelihood": f"likelihood p(x|z) ({_one_of(names('likelihood'))})",

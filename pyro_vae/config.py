@@ -20,6 +20,7 @@ DEVICES = ("auto", "cpu", "cuda")
 COMPILE_MODES = ("jit", "eager")  # pyro_vae.compiled
 PRECISIONS = ("fp32", "bf16")  # their dtypes: pyro_vae.nn.AUTOCAST_DTYPES
 LR_SCHEDULES = ("constant", "exponential", "burda", "plateau")  # pyro_vae.schedules
+LABELLED_WEIGHTINGS = ("batch", "data")  # m2: pyro_vae.semisupervised.labelled_scale
 # config.model and config.dataset of a run trained from a user's own pair and tensor of
 # images (pyro_vae.pairs.train_pair): no registry entry builds it
 USER_PAIR = "user-pair"
@@ -67,6 +68,7 @@ class TrainConfig:
     # the class-conditional models (models.conditional)
     labels: int | None = None  # m2: labelled training images, balanced over classes, by seed
     classifier_weight: float | None = None  # m2: α of α·log q(y|x); None: 0.1·N/labels
+    labelled_weighting: str | None = None  # m2: batch (None) or data; LABELLED_WEIGHTINGS
     # options of particular guide families
     guide_rank: int = 4  # lowrank-normal
     flow_depth: int = 4  # iaf, planar, radial, spline
@@ -280,7 +282,7 @@ def validate(config: TrainConfig) -> None:
 def _validate_class_conditional(config: TrainConfig) -> None:
     """The fields of m2 and cvae (models.conditional): given where they mean something."""
     if config.model != "m2":
-        for name in ("labels", "classifier_weight"):
+        for name in ("labels", "classifier_weight", "labelled_weighting"):
             if getattr(config, name) is not None:
                 raise UserInputError(
                     f"--{name.replace('_', '-')} is for --model m2 (semi-supervised), "
@@ -305,6 +307,12 @@ def _validate_class_conditional(config: TrainConfig) -> None:
             and weight >= 0
         ):
             raise UserInputError(f"classifier_weight must be a finite number >= 0, got {weight!r}")
+        weighting = config.labelled_weighting
+        if weighting is not None and weighting not in LABELLED_WEIGHTINGS:
+            raise UserInputError(
+                f"unknown labelled_weighting {weighting!r}; valid values: "
+                f"{', '.join(LABELLED_WEIGHTINGS)}"
+            )
         if config.kl_warmup_epochs or config.beta != 1:
             raise UserInputError(
                 "--model m2 trains with TraceEnum_ELBO, and KL warm-up or --beta would scale "

@@ -94,8 +94,9 @@ class ProcessGroup:
             return index
         return torch.tensor_split(index, self.world_size)[self.rank]
 
-    def check_shards(self, batch_size: int, num_images: int) -> None:
-        """Refuse a global batch, or an epoch's last batch, with fewer images than ranks."""
+    def check_shards(self, batch_size: int, num_images: int, kind: str = "training") -> None:
+        """Refuse a global batch, or an epoch's last batch, with fewer images than ranks;
+        ``kind`` names the images an epoch passes over (m2: the unlabelled training ones)."""
         if not self.is_parallel:
             return
         last = num_images % batch_size
@@ -107,7 +108,7 @@ class ProcessGroup:
             )
         if 0 < last < self.world_size:
             raise UserInputError(
-                f"each epoch's last batch holds {last} of the {num_images} training images, "
+                f"each epoch's last batch holds {last} of the {num_images} {kind} images, "
                 f"fewer than the {self.world_size} processes; choose a --batch-size that leaves "
                 f"no remainder or one of at least {self.world_size} images"
             )

@@ -77,11 +77,26 @@ def per_image_terms(
             else:
                 kl = kl - log_prob
     n = args[0].shape[0]
-    if torch.is_tensor(log_q_enumerated):  # Σ over the enumerated values, weighted by q
-        weight = log_q_enumerated.exp()
-        reconstruction = (weight * reconstruction).reshape(-1, n).sum(0)
-        kl = (weight * kl).reshape(-1, n).sum(0)
+    if torch.is_tensor(log_q_enumerated):
+        reconstruction = enumerated_expectation(log_q_enumerated, reconstruction, (n,))
+        kl = enumerated_expectation(log_q_enumerated, kl, (n,))
     return reconstruction.expand(n), kl.expand(n)
+
+
+def enumerated_values(value: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
+    """``value`` as ``(values, *shape)``: its dims left of ``shape``, where Pyro put the
+    enumerated sites' values (broadcast: one value where a term does not depend on them),
+    flattened into one."""
+    return value.expand(*value.shape[: value.dim() - len(shape)], *shape).reshape(-1, *shape)
+
+
+def enumerated_expectation(
+    log_q: torch.Tensor, value: torch.Tensor, shape: tuple[int, ...]
+) -> torch.Tensor:
+    """Σ_y q(y|x) value_y over the enumerated values y, of shape ``shape``: the exact
+    expectation TraceEnum_ELBO takes; ``log_q`` is log q(y|x) of the enumerated sites."""
+    log_q, value = torch.broadcast_tensors(log_q, value)
+    return (enumerated_values(log_q, shape).exp() * enumerated_values(value, shape)).sum(0)
 
 
 @torch.no_grad()

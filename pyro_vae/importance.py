@@ -50,7 +50,13 @@ from torch import nn
 
 from pyro_vae.distributed import SINGLE, ProcessGroup
 from pyro_vae.errors import UserInputError
-from pyro_vae.evaluation import EVAL_SEED, fixed_seed, stream_seed
+from pyro_vae.evaluation import (
+    EVAL_SEED,
+    enumerated_expectation,
+    enumerated_values,
+    fixed_seed,
+    stream_seed,
+)
 from pyro_vae.torch_private import TorchDispatchMode
 
 KHAT_THRESHOLD = 0.7
@@ -270,10 +276,8 @@ def weights_and_elbo(
     if not torch.is_tensor(log_q_enumerated):
         log_w = log_w.expand(shape)
         return log_w, log_w
-    log_w = log_w.expand(*log_w.shape[:-2], *shape).reshape(-1, *shape)  # (values, K, N)
-    log_q = log_q_enumerated.expand(*log_q_enumerated.shape[:-2], *shape).reshape(-1, *shape)
-    elbo = (log_q.exp() * (log_w - log_q)).sum(0)
-    return torch.logsumexp(log_w, 0), elbo
+    elbo = enumerated_expectation(log_q_enumerated, log_w - log_q_enumerated, shape)
+    return torch.logsumexp(enumerated_values(log_w, shape), 0), elbo
 
 
 def site_log_probs(trace, program: str, data_plate: str = "data") -> torch.Tensor:

@@ -61,6 +61,7 @@ from pyro_vae.config import TrainConfig
 from pyro_vae.errors import UserInputError
 from pyro_vae.nn import compute_in
 from pyro_vae.objectives import IWAE_ELBO, STL_ELBO, DReG_IWAE_ELBO
+from pyro_vae.semisupervised import semi_supervised_elbo
 
 
 def _flow(kind: str, family: type = FlowGuide) -> Callable:
@@ -283,5 +284,12 @@ def build_vae(
     return lookup("model", config.model)(config, tuple(image_shape), num_classes)
 
 
-def make_elbo(config: TrainConfig) -> pyro.infer.ELBO:
+def make_elbo(config: TrainConfig, num_train: int | None = None) -> pyro.infer.ELBO:
+    """The training objective ``config`` names. m2 trains ``SemiSupervisedELBO`` (its
+    ``elbo`` names the per-image bound, only ``trace``), whose weights need ``num_train``,
+    the training images."""
+    if config.model == "m2":
+        if num_train is None:
+            raise ValueError("make_elbo needs num_train, the training images, for m2")
+        return semi_supervised_elbo(config, num_train)
     return lookup("elbo", config.elbo)(config.num_particles)

@@ -80,8 +80,6 @@ from pyro_vae.run import (
 from pyro_vae.schedules import best_epoch, make_scheduler, patience_exhausted, step_scheduler
 from pyro_vae.semisupervised import (
     SemiSupervisedBatches,
-    SemiSupervisedELBO,
-    classifier_weight,
     label_error,
     training_batches,
     write_labelled,
@@ -312,12 +310,7 @@ def build_loss(
     once on the whole data set).
     """
     check_batch = arguments(check_batch)
-    if config.model == "m2":
-        objective = SemiSupervisedELBO(
-            config.num_particles, classifier_weight(config, data.train.shape[0])
-        )
-    else:
-        objective = make_elbo(config)
+    objective = make_elbo(config, data.train.shape[0])
     # KL warm-up and β-VAE scale the latent sites of model and guide by β (set at each
     # epoch's start).
     if config.kl_warmup_epochs or config.beta != 1:
@@ -401,13 +394,13 @@ class Trainer:
         ``batches``: what a step trains on (default: the training images alone)."""
         batches = batches or TrainingBatches(data)
         n_train = batches.size
+        kind = "unlabelled training" if config.model == "m2" else "training"  # what an epoch passes
         if config.batch_size > n_train:
-            kind = "unlabelled training" if config.model == "m2" else "training"
             raise UserInputError(
                 f"batch_size {config.batch_size} is larger than the {n_train} {kind} images "
                 f"of {config.dataset}; use --batch-size {n_train} or less"
             )
-        group.check_shards(config.batch_size, n_train)
+        group.check_shards(config.batch_size, n_train, kind)
         if not resume:
             run_dir = Path(run_dir) if run_dir else default_run_dir(config)
             refuse_existing_run(run_dir)

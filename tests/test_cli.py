@@ -302,6 +302,8 @@ def test_class_conditional_bad_input_is_one_line(tmp_path, capsys):
         (["--model", "m2", "--labels", "20", "--elbo", "iwae"], "TraceEnum_ELBO"),
         (["--model", "cvae", "--elbo", "iwae-dreg"], "does not take their labels"),
         (["--labels", "20"], "is for --model m2"),
+        (["--labelled-weighting", "data"], "is for --model m2"),
+        (["--model", "m2", "--labels", "20", "--labelled-weighting", "all"], "batch, data"),
         (["--model", "cvae", "--dataset", unlabelled], "has no labels"),
     ]
     for flags, message in cases:

@@ -15,6 +15,7 @@ from pyro_vae.semisupervised import (
     choose_labelled,
     classifier_weight,
     label_count,
+    labelled_scale,
 )
 from tests.conftest import SHARED_DATA, needs_mnist, small_config
 from tests.test_svi_resume import same_results
@@ -85,12 +86,14 @@ def test_trace_enum_elbo_equals_the_sum_over_classes_by_hand():
 def test_m2_objective_is_unlabelled_plus_labelled_plus_classification():
     model, guide = tiny_m2()
     x_u, x_l, y_l = images(5), images(3, seed=2), torch.tensor([0, 3, 1])
-    alpha = 2.5
+    alpha, scale = 2.5, 0.3
     torch.manual_seed(4)
-    loss = SemiSupervisedELBO(1, alpha).differentiable_loss(model, guide, x_u, x_l, y_l)
+    loss = SemiSupervisedELBO(1, alpha, scale).differentiable_loss(model, guide, x_u, x_l, y_l)
     torch.manual_seed(4)
-    by_hand = by_hand_unlabelled(model, guide, x_u) + by_hand_labelled(model, guide, x_l, y_l)
-    by_hand = by_hand - alpha * guide.label_posterior(x_l).log_prob(y_l).sum()
+    unlabelled = by_hand_unlabelled(model, guide, x_u)
+    labelled = by_hand_labelled(model, guide, x_l, y_l)
+    labelled = labelled - alpha * guide.label_posterior(x_l).log_prob(y_l).sum()
+    by_hand = unlabelled + scale * labelled
     assert torch.allclose(loss, by_hand, rtol=1e-5), (loss, by_hand)
     for a, b in zip(gradients(loss, [model, guide]), gradients(by_hand, [model, guide])):
         if a is not None:
@@ -110,6 +113,21 @@ def test_labelled_subset_is_balanced_and_seeded():
         choose_labelled(labels, 100, 10, seed=0)
     with pytest.raises(UserInputError, match="has no labels"):
         label_count(torch.full((5,), -1), "mine.npz")
+
+
+@pytest.mark.parametrize("labels, batch", [(100, 100), (3000, 100), (40, 100), (1000, 64)])
+def test_labelled_image_counts_as_much_as_an_unlabelled_one(labels, batch):
+    """Under --labelled-weighting data, over an epoch (N_u / B_u steps) an unlabelled image
+    enters once with weight one; a labelled one is drawn B_l / N_l of the steps with weight
+    s: in expectation also once, so the epoch's loss estimates Kingma et al.'s J^α over the
+    whole training set."""
+    num_train = 60_000
+    config = small_config(model="m2", labels=labels, batch_size=batch)
+    assert labelled_scale(config, num_train) == 1.0  # the default: batch for batch
+    config.labelled_weighting = "data"
+    steps = (num_train - labels) / batch
+    drawn_per_step = min(batch, labels) / labels
+    assert steps * drawn_per_step * labelled_scale(config, num_train) == pytest.approx(1.0)
 
 
 def test_default_classifier_weight_is_kingmas():

@@ -4,6 +4,7 @@ section, which reproduce_mnist.py keeps when it rewrites the file."""
 from __future__ import annotations
 
 import importlib.util
+import json
 import sys
 from pathlib import Path
 
@@ -36,6 +37,12 @@ def test_every_row_is_kingmas_m2(semisupervised, tmp_path):
         assert (config.model, config.labels, config.dataset) == ("m2", labels, "mnist")
         assert (config.latent_dim, config.hidden_dims, config.lr) == (50, [500], 3e-4)
         assert config.classifier_weight is None  # Kingma et al.'s 0.1·N/labels
+        assert config.labelled_weighting is None  # train's default, batch
+    args = semisupervised.parse_args(["--runs-dir", str(tmp_path), "--labelled-weighting", "data"])
+    command = semisupervised.train_command(100, tmp_path / "100", args)
+    assert train_config_from_args(build_parser().parse_args(command[3:])).labelled_weighting == (
+        "data"
+    )
 
 
 def test_small_run_writes_its_section_and_reproduce_mnist_keeps_it(semisupervised, tmp_path):
@@ -52,6 +59,8 @@ def test_small_run_writes_its_section_and_reproduce_mnist_keeps_it(semisupervise
     assert row.split(" | ")[1] == "1 of 1"
     assert float(row.split(" | ")[3].rstrip("%")) < 100
     assert float(row.split(" | ")[5].rstrip("%")) < 90  # the classifier alone learns too
+    alone = json.loads((tmp_path / "runs" / "m2-20" / "classifier_alone.json").read_text())
+    assert alone["passes"] % 10 == 0 and 0 <= alone["valid_error"] < 0.9  # chosen by validation
     assert "| 100 | not run yet | | | | | | 11.97% | |" in section
     for picture in ("m2-test-error.png", "m2-20-analogies.png", "m2-20-class_samples.png"):
         assert (tmp_path / "figures" / picture).stat().st_size > 0
