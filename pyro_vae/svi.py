@@ -73,6 +73,23 @@ def arguments(batch: torch.Tensor | tuple[torch.Tensor, ...]) -> tuple[torch.Ten
     return batch if isinstance(batch, tuple) else (batch,)
 
 
+def _loss_and_backward(
+    loss_fn: Callable[..., torch.Tensor],
+    optimizer: torch.optim.Optimizer,
+    x: torch.Tensor | tuple[torch.Tensor, ...],
+    global_loss: Callable[[torch.Tensor], torch.Tensor] | None,
+) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """A step's loss (the global one where ``global_loss`` is given) with its gradients
+    in the optimizer's parameters, and those parameters."""
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    loss = loss_fn(*arguments(x))
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if global_loss is not None:
+        loss = global_loss(loss)
+    return loss, params
+
+
 def svi_step(
     loss_fn: Callable[..., torch.Tensor],
     optimizer: torch.optim.Optimizer,
@@ -90,12 +107,7 @@ def svi_step(
     checked: under data parallelism, the global batch's (``ProcessGroup.global_loss``),
     which is finite on every rank or on none.
     """
-    params = [p for group in optimizer.param_groups for p in group["params"]]
-    loss = loss_fn(*arguments(x))
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    if global_loss is not None:
-        loss = global_loss(loss)
+    loss, params = _loss_and_backward(loss_fn, optimizer, x, global_loss)
     grads = [p.grad for p in params if p.grad is not None]
     if clip_norm is not None:
         norm = torch.nn.utils.get_total_norm(grads, foreach=True)
@@ -133,12 +145,7 @@ def svi_step_deferred(
     a window of steps at a time, and acts on them as :func:`svi_step`'s caller would.
     ``global_loss`` as in :func:`svi_step`.
     """
-    params = [p for group in optimizer.param_groups for p in group["params"]]
-    loss = loss_fn(*arguments(x))
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    if global_loss is not None:
-        loss = global_loss(loss)
+    loss, params = _loss_and_backward(loss_fn, optimizer, x, global_loss)
     found = nonfinite_flag(loss, [p.grad for p in params if p.grad is not None])
     optimizer.found_inf = found
     try:

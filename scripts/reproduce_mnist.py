@@ -22,25 +22,29 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import signal
-import subprocess
 import sys
-import threading
 import time
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 
-import pyro
 import torch
 
-from pyro_vae.run import read_config, read_history
-from pyro_vae.schedules import patience_exhausted
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # experiment_runs, beside this file
 
-EXIT_INTERRUPTED = 130  # pyro-vae train after a stop request: checkpoint written
+from experiment_runs import (  # noqa: E402
+    EXIT_INTERRUPTED,
+    Children,
+    add_run_options,
+    environment,
+    marked_sections,
+    parsed,
+    python_command,
+    run_rows,
+    shell_line,
+    training_finished,
+)
+
+from pyro_vae.run import read_config, read_history  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -111,10 +115,6 @@ ROWS = {
 # Running one row: train until done or out of minutes, then evaluate what it holds
 
 
-def python_command(*args: str) -> list[str]:
-    return [sys.executable, "-m", "pyro_vae", *args]
-
-
 def train_command(row: Row, run_dir: Path, args: argparse.Namespace) -> list[str]:
     """A new run with the row's flags, or the continuation of the run in ``run_dir``."""
     data = ["--data-dir", str(args.data_dir)] + (["--no-download"] if args.no_download else [])
@@ -125,56 +125,6 @@ def train_command(row: Row, run_dir: Path, args: argparse.Namespace) -> list[str
     return python_command(
         "train", *dataset, *row.flags, *data, *cap, "--out", str(run_dir), "--quiet"
     )
-
-
-def training_finished(run_dir: Path, epochs: int | None = None) -> bool:
-    """The run has trained all its epochs (``epochs`` where given, else its own), or early
-    stopping ended it."""
-    if not (run_dir / "checkpoint.pt").is_file():
-        return False
-    config, history = read_config(run_dir), read_history(run_dir)
-    return history[-1]["epoch"] >= (epochs or config.epochs) or (
-        config.early_stopping > 0 and patience_exhausted(history, config.early_stopping)
-    )
-
-
-class Children:
-    """The subprocesses running now, so that a stop request reaches each (they checkpoint)."""
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.running: set[subprocess.Popen] = set()
-        self.stopping = threading.Event()
-
-    def run(self, command: list[str], log: Path, minutes: float | None, env: dict) -> int:
-        with log.open("a") as out:
-            out.write(f"\n$ {' '.join(command)}\n")
-            out.flush()
-            with self.lock:
-                if self.stopping.is_set():
-                    return EXIT_INTERRUPTED
-                # A session of its own: a Ctrl-C reaches this script alone, which then
-                # sends SIGTERM (checkpoint and exit) rather than a second, abrupt SIGINT.
-                child = subprocess.Popen(
-                    command, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True
-                )
-                self.running.add(child)
-            try:
-                # SIGTERM makes pyro-vae train write a checkpoint and exit with 130.
-                child.wait(timeout=None if minutes is None else minutes * 60)
-            except subprocess.TimeoutExpired:
-                child.terminate()
-                child.wait()
-            finally:
-                with self.lock:
-                    self.running.discard(child)
-            return child.returncode
-
-    def stop(self, signum=None, frame=None) -> None:
-        with self.lock:
-            self.stopping.set()
-            for child in self.running:
-                child.terminate()
 
 
 def run_row(row: Row, args: argparse.Namespace, children: Children) -> str:
@@ -221,22 +171,8 @@ def _parameters_line(log: Path) -> str:
     return lines[-1].removeprefix("parameters: ") if lines else ""
 
 
-def environment() -> dict:
-    device = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
-    return {
-        "device": f"{device} ({os.cpu_count()} CPU cores, {platform.machine()})",
-        "versions": f"python {platform.python_version()}, torch {torch.__version__}, "
-        f"pyro-ppl {pyro.__version__}",
-        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-    }
-
-
 # ---------------------------------------------------------------------------------------------
 # RESULTS.md
-
-
-def shell_line(command: list[str]) -> str:
-    return " ".join(["pyro-vae", *command[3:]])
 
 
 def row_report(row: Row, args: argparse.Namespace) -> tuple[str, str]:
@@ -319,95 +255,12 @@ anything), and beside it the ELBO's KL term for the epochs that recorded it.
 """  # noqa: E501
 
 
-def _markers(name: str) -> tuple[str, str]:
-    return f"<!-- {name}: begin -->", f"<!-- {name}: end -->"
-
-
-def replace_section(text: str, name: str, body: str) -> str:
-    """``text`` with the section between ``name``'s markers replaced by ``body`` (appended,
-    with its markers, where there is none): how another script (semisupervised_mnist.py)
-    keeps its part of RESULTS.md, which this one rewrites."""
-    begin, end = _markers(name)
-    block = f"{begin}\n{body.strip()}\n{end}\n"
-    if begin in text and end in text:
-        head, rest = text.split(begin, 1)
-        return head + block + rest.split(end, 1)[1].lstrip("\n")
-    return text.rstrip() + ("\n\n" if text.strip() else "") + block
-
-
-def marked_sections(text: str) -> list[str]:
-    """The marked sections of ``text`` (:func:`replace_section`), markers included."""
-    blocks = []
-    while "<!-- " in text and ": begin -->" in text:
-        start = text.index("<!-- ")
-        name = text[start + 5 : text.index(": begin -->", start)]
-        begin, end = _markers(name)
-        if begin not in text or end not in text:
-            break
-        block = begin + text.split(begin, 1)[1].split(end, 1)[0] + end
-        blocks.append(block)
-        text = text.split(end, 1)[1]
-    return blocks
-
-
 def write_results(args: argparse.Namespace) -> None:
     lines, sections = zip(*(row_report(row, args) for row in ROWS.values()))
     notes = args.notes.read_text() if args.notes and args.notes.is_file() else ""
     text = HEADER + "\n".join(lines) + "\n\n" + notes + "\n## Rows\n\n" + "\n".join(sections)
     kept = marked_sections(args.results.read_text()) if args.results.is_file() else []
     args.results.write_text("\n\n".join([text.rstrip(), *kept]) + "\n")
-
-
-# ---------------------------------------------------------------------------------------------
-
-
-def add_run_options(parser: argparse.ArgumentParser, runs_dir: Path) -> None:
-    """The options of every experiment script here: where the run folders and the data lie,
-    how long and how many rows train at once, and where the results go."""
-    parser.add_argument("--runs-dir", type=Path, default=runs_dir)
-    parser.add_argument("--data-dir", type=Path, default=Path("../shared/data"))
-    parser.add_argument("--no-download", action="store_true")
-    parser.add_argument(
-        "--max-minutes",
-        type=float,
-        default=60.0,
-        help="training minutes per row in this invocation (0: only evaluate and report)",
-    )
-    parser.add_argument("--jobs", type=int, default=2, help="rows trained at once")
-    parser.add_argument(
-        "--epochs",
-        type=int,
-        default=None,
-        help="cap every row's epochs (a small-scale check of the commands)",
-    )
-    parser.add_argument(
-        "--dataset",
-        default="mnist",
-        help="another data set for a small-scale check (default: mnist)",
-    )
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--results", type=Path, default=Path("RESULTS.md"))
-    parser.add_argument("--figures-dir", type=Path, default=Path("scripts/results"))
-
-
-def parsed(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
-    """The arguments, with the run folder resolved and each job's share of the cores."""
-    args = parser.parse_args(argv)
-    args.runs_dir = args.runs_dir.expanduser().resolve()
-    args.threads = max(1, (os.cpu_count() or 1) // args.jobs)
-    return args
-
-
-def run_rows(work: Callable[[object, Children], str], rows: list, jobs: int) -> Children:
-    """``work(row, children)`` for every row, ``jobs`` at a time, printing what each says;
-    SIGTERM or SIGINT stops the children, which checkpoint. Returns the children."""
-    children = Children()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, children.stop)
-    with ThreadPoolExecutor(max_workers=jobs) as pool:
-        for message in pool.map(lambda row: work(row, children), rows):
-            print(message, flush=True)
-    return children
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

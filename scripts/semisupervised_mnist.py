@@ -25,9 +25,9 @@ import os
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # reproduce_mnist, beside this file
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # experiment_runs, beside this file
 
-from reproduce_mnist import (  # noqa: E402
+from experiment_runs import (  # noqa: E402
     EXIT_INTERRUPTED,
     Children,
     add_run_options,
