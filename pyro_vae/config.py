@@ -260,10 +260,7 @@ def validate(config: TrainConfig) -> None:
         ("precision", PRECISIONS),
         ("lr_schedule", LR_SCHEDULES),
     ):
-        if getattr(config, name) not in valid:
-            raise UserInputError(
-                f"unknown {name} {getattr(config, name)!r}; valid values: {', '.join(valid)}"
-            )
+        _check_choice(name, getattr(config, name), valid)
     if config.device not in DEVICES:
         raise UserInputError(
             f"unknown device {config.device!r}; valid devices: {', '.join(DEVICES)}"
@@ -277,6 +274,12 @@ def validate(config: TrainConfig) -> None:
             f"checkpoint_minutes must be a finite number >= 0 or None, "
             f"got {config.checkpoint_minutes!r}"
         )
+
+
+def _check_choice(name: str, value: object, valid: tuple[str, ...]) -> None:
+    """Refuse a field whose value is not one of ``valid``, naming them."""
+    if value not in valid:
+        raise UserInputError(f"unknown {name} {value!r}; valid values: {', '.join(valid)}")
 
 
 def _validate_class_conditional(config: TrainConfig) -> None:
@@ -307,12 +310,8 @@ def _validate_class_conditional(config: TrainConfig) -> None:
             and weight >= 0
         ):
             raise UserInputError(f"classifier_weight must be a finite number >= 0, got {weight!r}")
-        weighting = config.labelled_weighting
-        if weighting is not None and weighting not in LABELLED_WEIGHTINGS:
-            raise UserInputError(
-                f"unknown labelled_weighting {weighting!r}; valid values: "
-                f"{', '.join(LABELLED_WEIGHTINGS)}"
-            )
+        if config.labelled_weighting is not None:
+            _check_choice("labelled_weighting", config.labelled_weighting, LABELLED_WEIGHTINGS)
         if config.kl_warmup_epochs or config.beta != 1:
             raise UserInputError(
                 "--model m2 trains with TraceEnum_ELBO, and KL warm-up or --beta would scale "

@@ -141,9 +141,15 @@ def training_batches(config: TrainConfig, data: ImageData) -> TrainingBatches:
     if config.model == "m2":
         num_classes = label_count(data.train_labels, config.dataset)
         labelled = choose_labelled(data.train_labels, config.labels, num_classes, config.seed)
-        size = min(config.batch_size, labelled.shape[0])
-        return SemiSupervisedBatches(data, labelled=labelled, labelled_batch=size)
+        return SemiSupervisedBatches(
+            data, labelled=labelled, labelled_batch=labelled_batch_size(config)
+        )
     return TrainingBatches(data, with_labels=config.model == "cvae")
+
+
+def labelled_batch_size(config: TrainConfig) -> int:
+    """B_l, the labelled images each m2 step draws: as many as the batch size, at most all."""
+    return min(config.batch_size, config.labels)
 
 
 def labelled_scale(config: TrainConfig, num_train: int) -> float:
@@ -153,7 +159,7 @@ def labelled_scale(config: TrainConfig, num_train: int) -> float:
     if config.labelled_weighting != "data":
         return 1.0
     labelled, batch = config.labels, config.batch_size
-    return (labelled / min(batch, labelled)) / ((num_train - labelled) / batch)
+    return (labelled / labelled_batch_size(config)) / ((num_train - labelled) / batch)
 
 
 def classifier_weight(config: TrainConfig, num_train: int) -> float:

@@ -86,9 +86,9 @@ CLASSIFIER_PASSES, CLASSIFIER_CHECK_EVERY = 200, 10
 
 def classifier_alone(labels: int, args: argparse.Namespace) -> float:
     """The test error of M2's classifier network trained on the labelled images alone
-    (cross-entropy, Adam 1e-3, no unlabelled image), at the pass, of every tenth up to
-    200, with the lowest validation error: what the unlabelled images add is the
-    difference. Cached in the row's folder."""
+    (cross-entropy, Adam 1e-3, no unlabelled image), at the pass, of every
+    CLASSIFIER_CHECK_EVERY-th up to CLASSIFIER_PASSES, with the lowest validation error:
+    what the unlabelled images add is the difference. Cached in the row's folder."""
     import json
 
     import torch
@@ -162,8 +162,8 @@ def section_text(args: argparse.Namespace) -> str:
         "Test error of argmax q(y|x) on all 10,000 MNIST test images after the last epoch",
         f'trained (never chosen by test error); published: {SOURCE}. "Classifier alone":',
         "the same classifier network trained on the labelled images only (cross-entropy, the",
-        "pass of every tenth up to 200 with the lowest validation error), which says what the",
-        "unlabelled images add.",
+        f"pass, of every {CLASSIFIER_CHECK_EVERY}th up to {CLASSIFIER_PASSES}, with the lowest "
+        "validation error), which says what the unlabelled images add.",
         "",
         "| labels | epochs | training | test error | validation error | classifier alone | "
         "−ELBO (test, y summed out) | published | difference |",
