@@ -19,13 +19,15 @@ import torch
 from torch import nn
 
 from pyro_vae.errors import UserInputError
-from pyro_vae.nn import activation, with_label
+from pyro_vae.nn import activation, linear_with_label
 
 
 class LabelConditionedEncoder(nn.Module):
     """Features of an image and its label: ``encoder(x)`` joined with ``onehot(y)`` through
-    one activated linear layer. Called on the pair ``(x, y)``; ``out_features`` as the
-    encoder's."""
+    one activated linear layer, ``act(W [encoder(x); onehot(y)] + b)``. Called on the pair
+    ``(x, y)``; ``out_features`` as the encoder's. The join is computed as
+    ``W_h encoder(x) + b + W_y[:, y]`` (:func:`pyro_vae.nn.linear_with_label`): under
+    enumeration the image's product is shared by the classes."""
 
     def __init__(self, encoder: nn.Module, num_classes: int, activation_name: str):
         super().__init__()
@@ -39,7 +41,8 @@ class LabelConditionedEncoder(nn.Module):
 
     def forward(self, inputs: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
         x, y = inputs
-        return self.join(with_label(self.encoder(x), y, self.num_classes))
+        layer, act = self.join
+        return act(linear_with_label(layer, self.encoder(x), y, self.num_classes))
 
 
 class ClassConditionalGuide(nn.Module):

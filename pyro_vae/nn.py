@@ -137,3 +137,26 @@ def with_label(features: torch.Tensor, y: torch.Tensor, num_classes: int) -> tor
     return torch.cat(
         [features.expand(*batch, features.shape[-1]), onehot.expand(*batch, num_classes)], -1
     )
+
+
+def linear_with_label(
+    layer: torch.nn.Linear, features: torch.Tensor, y: torch.Tensor, num_classes: int
+) -> torch.Tensor:
+    """``layer(with_label(features, y, num_classes))``, without building the joined input.
+
+    The layer's weight splits as ``[W_h, W_y]``, so ``W [h; onehot(y)] + b = (W_h h + b) +
+    W_y[:, y]``: the features go through ``W_h`` once, not once per class, and the label
+    adds a column of ``W_y``. Under parallel enumeration (``y`` of shape ``(C, 1, ..., 1)``)
+    that is C times fewer products; the parameters are the same ``layer``'s.
+    """
+    width = features.shape[-1]
+    if layer.in_features != width + num_classes:
+        raise ValueError(
+            f"linear_with_label: the layer reads {layer.in_features} inputs, not "
+            f"{width} features + {num_classes} classes"
+        )
+    label_columns = layer.weight[:, width:].t()  # (num_classes, out): row c is W_y[:, c]
+    return (
+        torch.nn.functional.linear(features, layer.weight[:, :width], layer.bias)
+        + label_columns[y.long()]
+    )

@@ -1,4 +1,5 @@
-"""Network helpers: bf16 autocast of encoder and decoder leaves log-probabilities fp32."""
+"""Network helpers: bf16 autocast of encoder and decoder leaves log-probabilities fp32; the
+label join computed without concatenating equals the concatenated one."""
 
 import dataclasses
 
@@ -7,7 +8,7 @@ import torch
 
 from pyro_vae import train
 from pyro_vae.importance import importance_log_likelihood
-from pyro_vae.nn import GatedDense, compute_in, mlp, positive
+from pyro_vae.nn import GatedDense, compute_in, linear_with_label, mlp, positive, with_label
 from pyro_vae.registry import build_vae
 from tests.conftest import small_config
 
@@ -15,6 +16,33 @@ from tests.conftest import small_config
 def test_positive_is_softplus_kept_off_zero():
     raw = torch.tensor([-100.0, 0.0, 3.0])
     torch.testing.assert_close(positive(raw), torch.nn.functional.softplus(raw) + 1e-6)
+
+
+@pytest.mark.parametrize(
+    "label_shape",
+    [(7,), (4, 1), (4, 1, 1)],
+    ids=["labelled", "enumerated", "enumerated-with-particles"],
+)
+def test_linear_with_label_equals_the_layer_on_the_concatenated_input(label_shape):
+    torch.manual_seed(0)
+    layer = torch.nn.Linear(5 + 4, 3)
+    features = torch.randn(7, 5, requires_grad=True)
+    # enumerated: y = arange(C) shaped (C, 1, ...), as Pyro's parallel enumeration gives it
+    y = torch.arange(4).reshape(label_shape) if len(label_shape) > 1 else torch.randint(4, (7,))
+    joined = linear_with_label(layer, features, y, 4)
+    reference = layer(with_label(features, y, 4))
+    assert joined.shape == reference.shape
+    torch.testing.assert_close(joined, reference)
+    weights = torch.randn_like(reference)
+    grads = torch.autograd.grad((joined * weights).sum(), [features, *layer.parameters()])
+    expected = torch.autograd.grad((reference * weights).sum(), [features, *layer.parameters()])
+    for got, want in zip(grads, expected):
+        torch.testing.assert_close(got, want)
+
+
+def test_linear_with_label_refuses_a_layer_of_another_width():
+    with pytest.raises(ValueError, match="reads 9 inputs, not 6 features \\+ 4 classes"):
+        linear_with_label(torch.nn.Linear(9, 3), torch.randn(2, 6), torch.tensor([0, 1]), 4)
 
 
 def test_fp32_leaves_the_module_alone_and_bf16_keeps_names_and_fp32_outputs():
