@@ -47,7 +47,8 @@ class LabelConditionedEncoder(nn.Module):
 
 class ClassConditionalGuide(nn.Module):
     """q(y|x) q(z|x,y) (with a ``classifier``: m2) or q(z|x,y) (cvae), as a Pyro guide:
-    ``guide(x, y)`` with y observed in the model, ``guide(x)`` with y latent (m2)."""
+    ``guide(x, y)`` with y observed in the model, ``guide(x)`` with y latent (m2);
+    ``guide(x, y, labels_only=True)`` observes the labels under q(y|x) and draws no code."""
 
     def __init__(self, family: nn.Module, classifier: nn.Module | None, num_classes: int):
         super().__init__()
@@ -56,9 +57,17 @@ class ClassConditionalGuide(nn.Module):
         self.num_classes = num_classes
         self.latent_dim = family.latent_dim
 
-    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, y: torch.Tensor | None = None, labels_only: bool = False
+    ) -> torch.Tensor | None:
         pyro.module("guide", self)
         with pyro.plate("data", x.shape[0], dim=-1):
+            if labels_only:
+                # A model of the labels alone, y observed under q(y|x): its Trace_ELBO is
+                # m2's classification term -Σ log q(y|x) (pyro_vae.semisupervised). Being
+                # this program, not a method, it runs under whatever handlers wrap the guide.
+                pyro.sample("y", self.label_posterior(x), obs=y)
+                return None
             if y is None:
                 y = pyro.sample("y", self.label_posterior(x), infer={"enumerate": "parallel"})
             return pyro.sample("z", self.family.posterior((x, y)))

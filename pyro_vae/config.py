@@ -312,11 +312,6 @@ def _validate_class_conditional(config: TrainConfig) -> None:
             raise UserInputError(f"classifier_weight must be a finite number >= 0, got {weight!r}")
         if config.labelled_weighting is not None:
             _check_choice("labelled_weighting", config.labelled_weighting, LABELLED_WEIGHTINGS)
-        if config.kl_warmup_epochs or config.beta != 1:
-            raise UserInputError(
-                "--model m2 trains with TraceEnum_ELBO, and KL warm-up or --beta would scale "
-                "its enumerated label site; drop --kl-warmup-epochs and --beta"
-            )
     allowed = ("trace",) if config.model == "m2" else ("trace", "meanfield")
     if config.elbo not in allowed:
         objective = "TraceEnum_ELBO (--elbo trace)" if config.model == "m2" else "trace, meanfield"

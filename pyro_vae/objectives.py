@@ -3,8 +3,8 @@
 - :class:`IWAE_ELBO`: the importance-weighted bound, per data point.
 - :class:`DReG_IWAE_ELBO`: the same bound, with doubly reparameterized guide gradients.
 - :class:`STL_ELBO`: the ELBO, with "sticking the landing" guide gradients.
-- :class:`LatentScale`: ``poutine.scale`` restricted to latent sites; on model and guide it
-  weights the ELBO's KL term by β (KL warm-up).
+- :class:`LatentScale`: ``poutine.scale`` restricted to continuous latent sites; on model
+  and guide it weights the ELBO's KL term by β (KL warm-up).
 - :func:`analytic_kl_pairs`: which latent sites TraceMeanField_ELBO can score in closed form.
 """
 
@@ -180,11 +180,17 @@ class DReG_IWAE_ELBO(IWAE_ELBO):  # noqa: N801 - named like Pyro's Trace_ELBO
 
 
 class LatentScale(ScaleMessenger):
-    """``poutine.scale`` for latent (unobserved) sample sites only.
+    """``poutine.scale`` for continuous latent (unobserved) sample sites only.
 
     Applied to both model and guide, Trace_ELBO becomes E[log p(x|z)] + β E[log p(z) − log q(z|x)]:
     the KL term weighted by β. A β rising from near 0 to 1 over the first epochs is KL warm-up
     (Bowman et al. 2016; Sønderby et al. 2016). ``beta`` may be changed between steps.
+
+    A discrete latent site (one whose distribution enumerates its support: m2's label y)
+    keeps its weight: under m2's TraceEnum_ELBO the objective becomes
+    Σ_y q(y|x) [log p(x|y,z) + β (log p(z) − log q(z|x,y))] + log p(y) + H(q(y|x)), β on the
+    code's KL alone. The label's terms are the classifier's entropy, which the semi-supervised
+    objective needs at full weight whatever the code's KL costs.
     """
 
     def __init__(self, beta: float):
@@ -201,7 +207,12 @@ class LatentScale(ScaleMessenger):
         self.scale = value
 
     def _process_message(self, msg) -> None:
-        if msg["type"] == "sample" and not msg["is_observed"] and not site_is_subsample(msg):
+        if (
+            msg["type"] == "sample"
+            and not msg["is_observed"]
+            and not site_is_subsample(msg)
+            and not msg["fn"].has_enumerate_support
+        ):
             msg["scale"] = self.scale * msg["scale"]
 
 

@@ -43,6 +43,7 @@ one would.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -230,16 +231,11 @@ class SemiSupervisedELBO(pyro.infer.ELBO):
         return loss.item()
 
 
-def label_likelihood(guide: nn.Module) -> Callable:
+def label_likelihood(guide: Callable) -> Callable:
     """The Pyro model ``(x, y) -> None`` observing the labels under the guide's q(y|x): its
-    Trace_ELBO is -Σ log q(y|x), the classification term."""
-
-    def classify(x: torch.Tensor, y: torch.Tensor) -> None:
-        pyro.module("guide", guide)
-        with pyro.plate("data", x.shape[0], dim=-1):
-            pyro.sample("y", guide.label_posterior(x), obs=y)
-
-    return classify
+    Trace_ELBO is -Σ log q(y|x), the classification term. ``guide`` may be wrapped in
+    handlers (a KL warm-up's): they leave an observed site alone."""
+    return functools.partial(guide, labels_only=True)
 
 
 def _no_latents(x: torch.Tensor, y: torch.Tensor) -> None:

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from pyro_vae import UserInputError, load_run, train
+from pyro_vae.objectives import LatentScale
 from pyro_vae.registry import build_vae
 from pyro_vae.semisupervised import (
     SemiSupervisedELBO,
@@ -34,29 +35,28 @@ def images(n, seed=1):
     return torch.bernoulli(torch.rand(n, 1, 3, 3, generator=torch.Generator().manual_seed(seed)))
 
 
-def by_hand_unlabelled(model, guide, x):
+def by_hand_unlabelled(model, guide, x, beta=1.0):
     """-U(x) summed over the batch, the sum over classes written out (Kingma et al. eq. 7):
-    U(x) = Σ_y q(y|x) [log p(x|y,z_y) + log p(y) + log p(z_y) - log q(z_y|x,y)] + H(q(y|x)),
+    U(x) = Σ_y q(y|x) [log p(x|y,z_y) + log p(y) + β(log p(z_y) - log q(z_y|x,y))] + H(q(y|x)),
     one reparameterized z_y ~ q(z|x,y) per class, drawn as TraceEnum_ELBO draws them (the
-    classes along dim -2)."""
+    classes along dim -2); β weighs the code's KL alone (β = 1: the paper's U)."""
     q_y = guide.label_posterior(x)  # batch (N,)
     y = torch.arange(CLASSES)[:, None]  # (C, 1), as Pyro enumerates it
     q_z = guide.family.posterior((x, y))  # batch (C, N)
     z = q_z.rsample()
     log_p_y = torch.full((CLASSES, 1), -torch.log(torch.tensor(float(CLASSES))))
-    terms = (
-        model.decode(z, y).log_prob(x) + log_p_y + model.prior(()).log_prob(z) - q_z.log_prob(z)
-    )  # (C, N)
+    kl_terms = model.prior(()).log_prob(z) - q_z.log_prob(z)
+    terms = model.decode(z, y).log_prob(x) + log_p_y + beta * kl_terms  # (C, N)
     weights = q_y.probs.T  # (C, N)
     return -((weights * terms).sum(0) + q_y.entropy()).sum()
 
 
-def by_hand_labelled(model, guide, x, y):
+def by_hand_labelled(model, guide, x, y, beta=1.0):
     q_z = guide.family.posterior((x, y))
     z = q_z.rsample()
     log_p_y = -torch.log(torch.tensor(float(CLASSES)))
-    terms = model.decode(z, y).log_prob(x) + log_p_y + model.prior(()).log_prob(z)
-    return -(terms - q_z.log_prob(z)).sum()
+    kl_terms = model.prior(()).log_prob(z) - q_z.log_prob(z)
+    return -(model.decode(z, y).log_prob(x) + log_p_y + beta * kl_terms).sum()
 
 
 def gradients(loss, modules):
@@ -83,15 +83,20 @@ def test_trace_enum_elbo_equals_the_sum_over_classes_by_hand():
     assert all(g.abs().sum() > 0 for p, g in zip(params, pyro_grads) if id(p) in classifier)
 
 
-def test_m2_objective_is_unlabelled_plus_labelled_plus_classification():
+@pytest.mark.parametrize("beta", [1.0, 0.3, 2.0])
+def test_m2_objective_is_unlabelled_plus_labelled_plus_classification(beta):
+    """With the programs wrapped in a KL weight (LatentScale, as KL warm-up and --beta wrap
+    them), β weighs the code's KL alone: the label's terms and the classification keep
+    weight one."""
     model, guide = tiny_m2()
     x_u, x_l, y_l = images(5), images(3, seed=2), torch.tensor([0, 3, 1])
     alpha, scale = 2.5, 0.3
+    program = (model, guide) if beta == 1 else (LatentScale(beta)(model), LatentScale(beta)(guide))
     torch.manual_seed(4)
-    loss = SemiSupervisedELBO(1, alpha, scale).differentiable_loss(model, guide, x_u, x_l, y_l)
+    loss = SemiSupervisedELBO(1, alpha, scale).differentiable_loss(*program, x_u, x_l, y_l)
     torch.manual_seed(4)
-    unlabelled = by_hand_unlabelled(model, guide, x_u)
-    labelled = by_hand_labelled(model, guide, x_l, y_l)
+    unlabelled = by_hand_unlabelled(model, guide, x_u, beta)
+    labelled = by_hand_labelled(model, guide, x_l, y_l, beta)
     labelled = labelled - alpha * guide.label_posterior(x_l).log_prob(y_l).sum()
     by_hand = unlabelled + scale * labelled
     assert torch.allclose(loss, by_hand, rtol=1e-5), (loss, by_hand)
@@ -155,9 +160,14 @@ def test_m2_on_digits_with_50_labels_classifies_far_better_than_chance(m2_run):
     assert last["test_elbo"] == pytest.approx(last["test_reconstruction"] - last["test_kl"])
 
 
-def test_m2_resumes_bit_for_bit(tmp_path):
-    config = small_config(model="m2", labels=30, epochs=3, hidden_dims=[32], latent_dim=4)
-    train(config, run_dir=tmp_path / "whole", progress=False)
+def test_m2_with_kl_warmup_traces_and_resumes_bit_for_bit(tmp_path):
+    config = small_config(
+        model="m2", labels=30, epochs=3, hidden_dims=[32], latent_dim=4, kl_warmup_epochs=3
+    )
+    whole = train(config, run_dir=tmp_path / "whole", progress=False)
+    # one trace per β (the classification term runs under the warm-up's scale, unscaled)
+    assert [row["compile"] for row in whole.history[1:]] == ["jit"] * 3
+    assert [row["kl_weight"] for row in whole.history[1:]] == pytest.approx([1 / 3, 2 / 3, 1])
     config.epochs = 2
     train(config, run_dir=tmp_path / "parts", progress=False)
     config.epochs = 3
@@ -210,7 +220,6 @@ def test_m2_refuses_what_it_cannot_use():
         build_vae(small_config(model="m2", labels=20, prior="vamp"), (1, 8, 8))
     for field, value, message in (
         ("elbo", "iwae", "TraceEnum_ELBO"),
-        ("kl_warmup_epochs", 5, "enumerated label site"),
         ("top_guide", "iaf", "for --model hvae"),
     ):
         with pytest.raises(UserInputError, match=message):
