@@ -62,9 +62,11 @@ def train_command(labels: int, run_dir: Path, args: argparse.Namespace) -> list[
     if (run_dir / "config.json").is_file():
         return python_command("train", "--resume", str(run_dir), *data, *cap, "--quiet")
     weighting = ["--labelled-weighting", args.labelled_weighting] if args.labelled_weighting else []
+    beta = ["--beta", str(args.beta)] if args.beta is not None else []
     return python_command(
-        "train", *PAPER_FLAGS, *weighting, "--labels", str(labels), "--dataset", args.dataset,
-        "--seed", str(args.seed), *data, *cap, "--out", str(run_dir), "--quiet",
+        "train", *PAPER_FLAGS, *weighting, *beta, "--labels", str(labels),
+        "--dataset", args.dataset, "--seed", str(args.seed), *data, *cap,
+        "--out", str(run_dir), "--quiet",
     )  # fmt: skip
 
 
@@ -243,6 +245,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         choices=LABELLED_WEIGHTINGS,
         default=None,
         help="new rows: pyro-vae train's --labelled-weighting (default: its own, batch)",
+    )
+    parser.add_argument(
+        "--beta",
+        type=float,
+        default=None,
+        help="new rows: pyro-vae train's --beta, the weight of the code's KL (default: 1)",
     )
     parser.add_argument(
         "--notes",

@@ -38,11 +38,11 @@ def test_every_row_is_kingmas_m2(semisupervised, tmp_path):
         assert (config.latent_dim, config.hidden_dims, config.lr) == (50, [500], 3e-4)
         assert config.classifier_weight is None  # Kingma et al.'s 0.1·N/labels
         assert config.labelled_weighting is None  # train's default, batch
-    args = semisupervised.parse_args(["--runs-dir", str(tmp_path), "--labelled-weighting", "data"])
-    command = semisupervised.train_command(100, tmp_path / "100", args)
-    assert train_config_from_args(build_parser().parse_args(command[3:])).labelled_weighting == (
-        "data"
-    )
+        assert config.beta == 1.0
+    argv = ["--runs-dir", str(tmp_path), "--labelled-weighting", "data", "--beta", "2"]
+    command = semisupervised.train_command(100, tmp_path / "100", semisupervised.parse_args(argv))
+    config = train_config_from_args(build_parser().parse_args(command[3:]))
+    assert (config.labelled_weighting, config.beta) == ("data", 2.0)
 
 
 def test_small_run_writes_its_section_and_reproduce_mnist_keeps_it(semisupervised, tmp_path):
