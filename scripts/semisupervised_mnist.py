@@ -23,6 +23,8 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # experiment_runs, beside this file
@@ -40,7 +42,7 @@ from experiment_runs import (  # noqa: E402
     training_finished,
 )
 
-from pyro_vae.config import LABELLED_WEIGHTINGS  # noqa: E402
+from pyro_vae.config import LABELLED_WEIGHTINGS, differing_fields  # noqa: E402
 from pyro_vae.run import read_config, read_history  # noqa: E402
 
 # Kingma et al. 2014, Table 1: test error of M2 alone with N labels on MNIST.
@@ -130,29 +132,108 @@ def classifier_alone(labels: int, args: argparse.Namespace) -> float:
     return best["test_error"]
 
 
-def save_error_curves(histories: dict[int, list[dict]], path: Path) -> None:
+def save_error_curves(
+    histories: dict[int, list[dict]], path: Path, variants: Sequence[Variant] = ()
+) -> None:
+    """Test error per epoch of each row (solid), each variant (dashed, the colour of the row
+    with as many labels) and the paper's (dotted)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, axis = plt.subplots(figsize=(7, 4))
-    for labels, history in histories.items():
+    def curve(history: list[dict], **style) -> None:
         rows = [row for row in history if row["epoch"] > 0]
-        axis.plot([r["epoch"] for r in rows], [100 * r["test_error"] for r in rows],
-                  label=f"{labels} labels")  # fmt: skip
+        axis.plot([r["epoch"] for r in rows], [100 * r["test_error"] for r in rows], **style)
+
+    figure, axis = plt.subplots(figsize=(7, 4))
+    colours = {}
+    for labels, history in histories.items():
+        curve(history, label=f"{labels} labels")
+        colours[labels] = axis.lines[-1].get_color()
         if labels in PUBLISHED_ERROR:
             axis.axhline(PUBLISHED_ERROR[labels], linestyle=":", linewidth=0.8,
-                         color=axis.lines[-1].get_color())  # fmt: skip
+                         color=colours[labels])  # fmt: skip
+    for variant in variants:
+        curve(variant.history, linestyle="--", color=colours.get(variant.labels),
+              label=f"{variant.labels} labels, {variant.change}")  # fmt: skip
     axis.set_xlabel("epoch (passes over the unlabelled images)")
     axis.set_ylabel("test error, % (dotted: Kingma et al. 2014)")
     axis.set_yscale("log")
+    plain = matplotlib.ticker.FuncFormatter(lambda value, _: f"{value:g}")  # 30, not 3×10¹
+    axis.yaxis.set_major_formatter(plain)
+    axis.yaxis.set_minor_formatter(plain)
     axis.grid(alpha=0.3)
     axis.legend()
     figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=100)
     plt.close(figure)
+
+
+# What a variant may change without being another experiment: where and how long it ran.
+BOOKKEEPING = ("data_dir", "download", "epochs", "labels", "device", "compile",
+               "checkpoint_every", "checkpoint_minutes", "tensorboard")  # fmt: skip
+
+
+@dataclass
+class Variant:
+    """A run of another configuration (``--variant-runs-dir``), set beside the paper
+    configuration's run with as many labels."""
+
+    run_dir: Path
+    labels: int
+    change: str  # how its config differs from the row's, "beta: 1.0 -> 2.0" say
+    history: list[dict]
+
+
+def find_variants(args: argparse.Namespace) -> list[Variant]:
+    """The m2 run folders under ``--variant-runs-dir`` whose row (as many labels under
+    ``--runs-dir``) has trained, with what they change."""
+    if args.variant_runs_dir is None:
+        return []
+    variants = []
+    for config_file in sorted(args.variant_runs_dir.glob("*/config.json")):
+        run_dir = config_file.parent
+        config = read_config(run_dir)
+        row = args.runs_dir / f"m2-{config.labels}"
+        if config.model != "m2" or not all((d / "checkpoint.pt").is_file() for d in (run_dir, row)):
+            continue
+        history = read_history(run_dir)
+        if len(history) < 2:  # not a trained epoch yet
+            continue
+        change = "; ".join(differing_fields(read_config(row), config, ignore=BOOKKEEPING))
+        variants.append(Variant(run_dir, config.labels, change or "same config", history))
+    return variants
+
+
+def home_relative(path: Path) -> str:
+    """``path`` with the home folder written ``~`` (the tables name no user's folder)."""
+    path = Path(path).expanduser().resolve()
+    return f"~/{path.relative_to(Path.home())}" if path.is_relative_to(Path.home()) else str(path)
+
+
+def variant_table(variants: list[Variant], args: argparse.Namespace) -> list[str]:
+    """Each variant's last epoch beside the paper configuration's run at the same epoch
+    (where that run has reached it): the comparison at equal training."""
+    lines = [
+        "| labels | change | epochs | test error | the row's at that epoch | difference | "
+        "−ELBO (test) | the row's |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for variant in variants:
+        last = variant.history[-1]
+        row = {r["epoch"]: r for r in read_history(args.runs_dir / f"m2-{variant.labels}")}
+        same = row.get(last["epoch"])
+        error = 100 * last["test_error"]
+        theirs = f"{100 * same['test_error']:.2f}%" if same else "not reached"
+        difference = f"{error - 100 * same['test_error']:+.2f}" if same else ""
+        elbo = f"{-same['test_elbo']:.2f}" if same else ""
+        lines.append(
+            f"| {variant.labels} | {variant.change} | {last['epoch']} | {error:.2f}% | {theirs} "
+            f"| {difference} | {-last['test_elbo']:.2f} | {elbo} |"
+        )
+    return lines
 
 
 def section_text(args: argparse.Namespace) -> str:
@@ -196,10 +277,20 @@ def section_text(args: argparse.Namespace) -> str:
         details.append(f"- {labels} labels: `{command}`; {last['epoch']} epochs, {seconds:.0f} s")
     env = environment()
     details.append(f"- device: {env['device']}; {env['versions']}; written {env['date']}")
+    variants = find_variants(args)
+    if variants:
+        details += [
+            "",
+            f"Other configurations (run folders in `{home_relative(args.variant_runs_dir)}`), "
+            "each at its last "
+            "epoch beside the row with as many labels at the same epoch:",
+            "",
+            *variant_table(variants, args),
+        ]
     figures = []
     if histories:
         plot = args.figures_dir / "m2-test-error.png"
-        save_error_curves(histories, plot)
+        save_error_curves(histories, plot, variants)
         figures.append(("M2 test error per epoch", plot))
         most = max(histories)  # the pictures of the run with the most labels
         for caption, path in class_pictures(args.runs_dir / f"m2-{most}", args.figures_dir):
@@ -251,6 +342,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=float,
         default=None,
         help="new rows: pyro-vae train's --beta, the weight of the code's KL (default: 1)",
+    )
+    parser.add_argument(
+        "--variant-runs-dir",
+        type=Path,
+        default=None,
+        help="m2 run folders of other configurations (trained with --runs-dir there, or by "
+        "pyro-vae train), tabled and plotted beside the rows",
     )
     parser.add_argument(
         "--notes",

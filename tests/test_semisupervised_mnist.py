@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import subprocess
 import sys
 from pathlib import Path
 
@@ -64,11 +65,21 @@ def test_small_run_writes_its_section_and_reproduce_mnist_keeps_it(semisupervise
     assert "| 100 | not run yet | | | | | | 11.97% | |" in section
     for picture in ("m2-test-error.png", "m2-20-analogies.png", "m2-20-class_samples.png"):
         assert (tmp_path / "figures" / picture).stat().st_size > 0
-    # rerun: the section is replaced, not repeated
-    assert semisupervised.main([*small, *common]) == 0
+    # another configuration, trained by the script's command into a folder of its own
+    variants = tmp_path / "variants"
+    args = semisupervised.parse_args([*small, "--beta", "2", "--runs-dir", str(variants)])
+    command = semisupervised.train_command(20, variants / "beta-2", args)
+    subprocess.run(command, check=True, capture_output=True)
+    # rerun: the section is replaced, not repeated, and sets the variant beside its row
+    assert semisupervised.main([*small, *common, "--variant-runs-dir", str(variants)]) == 0
     text = results.read_text()
     assert text.count("<!-- semisupervised: begin -->") == 1
     section = text.split("<!-- semisupervised: begin -->")[1].split("<!-- semisupervised: end")[0]
+    variant = next(line for line in section.splitlines() if line.startswith("| 20 | beta"))
+    cells = [cell.strip() for cell in variant.strip("|").split("|")]
+    assert cells[1:3] == ["beta: 1.0 -> 2.0", "1"]
+    error, theirs = (float(cells[i].rstrip("%")) for i in (3, 4))
+    assert float(cells[5]) == pytest.approx(error - theirs, abs=0.011)
     # reproduce_mnist.py rewrites the file around it
     reproduce = load("reproduce_mnist")
     figures = ["--figures-dir", str(tmp_path / "figures"), "--notes", str(tmp_path / "no.md")]
