@@ -4,7 +4,10 @@ import csv
 import io
 import json
 
+import pytest
+
 from pyro_vae.cli import main
+from pyro_vae.compare import paired_difference, per_image_log_likelihood
 from tests.test_cli import SMALL, run_cli
 
 
@@ -35,6 +38,42 @@ def test_compare_shows_what_differs_and_what_was_measured(tmp_path, capsys):
     code, out, _ = run_cli(["compare", *runs, "--csv"], capsys)
     rows = list(csv.DictReader(io.StringIO(out)))
     assert [row["latent_dim"] for row in rows] == ["4", "6"]
+    assert "vs_first_paired" not in rows[0]  # only one run evaluated: nothing to pair
+
+    # both evaluated (the first on its first 40 test images): the second against the first,
+    # on the images they share
+    assert run_cli(["evaluate", runs[0], "--num-samples", "50", "--max-images", "40",
+                    "--quiet"], capsys)[0] == 0  # fmt: skip
+    code, out, _ = run_cli(["compare", *runs, "--csv"], capsys)
+    rows = list(csv.DictReader(io.StringIO(out)))
+    first, second = (per_image_log_likelihood(run) for run in runs)
+    differences = [second[i] - first[i] for i in range(40)]
+    mean = sum(differences) / 40
+    se = (sum((d - mean) ** 2 for d in differences) / 39 / 40) ** 0.5
+    assert rows[0]["vs_first_paired"] == ""
+    assert rows[1]["vs_first_paired"] == f"{mean:+.3f} ± {se:.3f} (40 images)"
+
+
+def write_per_image(run_dir, values: dict[int, float]) -> None:
+    run_dir.mkdir()
+    lines = ["index,label,log_likelihood"] + [f"{i},-1,{v}" for i, v in values.items()]
+    (run_dir / "evaluation_per_datapoint.csv").write_text("\n".join(lines) + "\n")
+
+
+def test_paired_difference_is_over_the_shared_images_and_exact_when_constant(tmp_path):
+    write_per_image(tmp_path / "b", {0: -90.0, 1: -80.5, 2: -101.25, 3: -70.0})
+    write_per_image(tmp_path / "a", {0: -89.5, 1: -80.0, 2: -100.75, 9: -1.0})
+    paired = paired_difference(tmp_path / "a", tmp_path / "b")
+    # images 0-2 alone, each 0.5 nats better: the difference is exact, its error zero
+    assert (paired.mean, paired.standard_error, paired.images) == (0.5, 0.0, 3)
+    assert paired.share_better == 1.0
+    write_per_image(tmp_path / "c", {0: -91.0, 1: -80.5, 2: -100.25})  # -1, 0, +1
+    paired = paired_difference(tmp_path / "c", tmp_path / "b")
+    assert paired.mean == 0.0 and paired.standard_error == pytest.approx((1 / 3) ** 0.5)
+    assert paired.share_better == pytest.approx(1 / 3)
+    write_per_image(tmp_path / "d", {9: -1.0})
+    assert paired_difference(tmp_path / "d", tmp_path / "b") is None  # nothing shared
+    assert paired_difference(tmp_path / "missing", tmp_path / "b") is None  # not evaluated
 
 
 def test_compare_refuses_a_missing_run_folder_in_one_line(tmp_path, capsys):

@@ -13,6 +13,7 @@ import torch
 
 from pyro_vae.cli import build_parser, train_config_from_args
 from pyro_vae.run import read_config, read_history
+from tests.test_compare import write_per_image
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "reproduce_mnist.py"
 
@@ -85,3 +86,17 @@ def test_rows_f_run_continue_and_report_at_small_scale(reproduce, tmp_path, caps
     assert "row F1: evaluated epoch 2" in capsys.readouterr().out
     assert [row["epoch"] for row in read_history(runs / "F1")] == [0, 1, 2]
     assert "resume" in (runs / "F1.log").read_text()  # continued, not started afresh
+
+
+def test_row_c_is_measured_against_b_image_by_image(reproduce, tmp_path):
+    """Row C's target is "below B": its cell is C's NLL minus B's on the images both
+    evaluated, paired, with B's epochs beside it in the row's section."""
+    write_per_image(tmp_path / "B", {0: -90.0, 1: -80.0, 2: -100.0})
+    write_per_image(tmp_path / "C", {0: -89.0, 1: -80.0, 2: -99.5})  # 1, 0, 0.5 nats better
+    (tmp_path / "B" / "reproduce.json").write_text(json.dumps({"trained_epochs": 7}))
+    args = reproduce.parse_args(["--runs-dir", str(tmp_path)])
+    cell, line = reproduce.against_row(reproduce.ROWS["C"], args)
+    assert cell == "-0.50 ± 0.29 against B"  # SE: sd 0.5 of the differences over sqrt(3)
+    assert "row B (7 epochs) on the same 3 test images: NLL -0.500 ± 0.289" in line
+    assert "lower on 67% of the images" in line
+    assert reproduce.against_row(reproduce.ROWS["B"], args) is None  # B has no such target
