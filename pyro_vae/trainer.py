@@ -72,6 +72,7 @@ from pyro_vae.run import (
     CONFIG_NAME,
     METRICS_NAME,
     Run,
+    flush_denormals,
     prepare,
     read_config,
     resolve_device,
@@ -734,7 +735,9 @@ def train(
     this with the same arguments; a worker group that torchrun restarted after a failure
     (``--max-restarts``) continues the run it began in ``run_dir``. Returns the trained
     :class:`Run` (the last parameters; with early stopping, best.pt holds the best).
+    Subnormal floats are flushed to zero from here on (:func:`pyro_vae.run.flush_denormals`).
     """
+    flush_denormals()
     if not resume and run_dir is not None and is_restart() and holds_run(Path(run_dir)):
         resume = True
     state = None
