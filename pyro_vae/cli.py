@@ -32,7 +32,7 @@ from pyro_vae.errors import UserInputError
 from pyro_vae.importance import DEFAULT_MAX_ELEMENTS
 from pyro_vae.nn import ACTIVATIONS
 from pyro_vae.registry import check_names, names
-from pyro_vae.run import CHECKPOINTS, flush_denormals
+from pyro_vae.run import CHECKPOINTS, flushed_denormals
 from pyro_vae.trainer import TrainingInterrupted, resume_config
 
 EXIT_USAGE = 2
@@ -509,7 +509,6 @@ def _compare(args: argparse.Namespace) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    flush_denormals()  # before torch starts its threads, which inherit the mode
     args = build_parser().parse_args(argv)
     handlers = {
         "train": _train,
@@ -521,7 +520,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     shown = warnings.showwarning
     warnings.showwarning = _show_warning
     try:
-        handlers[args.command](args)
+        with flushed_denormals():  # before torch starts its threads, which inherit the mode
+            handlers[args.command](args)
     except UserInputError as error:
         _report(f"error: {error}")
         return EXIT_USAGE

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import json
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -55,19 +57,32 @@ class Run:
         return rows[-1]["test_elbo"] if rows else None
 
 
-def flush_denormals() -> bool:
-    """Make CPU arithmetic treat subnormal floats (|x| < 1.2e-38 in fp32) as zero, in this
-    thread and in every thread it starts afterwards; returns whether the CPU can.
+@contextmanager
+def flushed_denormals() -> Iterator[None]:
+    """CPU arithmetic that treats subnormal floats (|x| < 1.2e-38 in fp32) as zero, in this
+    thread and in the threads it starts meanwhile; on exit this thread's mode is restored.
 
     Trained networks make such values in their tails (softplus and sigmoid far below zero,
     their gradients, squashed importance weights), and x86 CPUs handle each in microcode at
-    a hundred times the cost of a normal product: flushed, M2's training steps ran 1.8 to
-    2.7 times faster (BENCHMARKS.md). Nothing here needs them: log-probabilities are kept in
-    log space, and a weight of 1e-38 beside one of order one changes no sum in fp32.
-    Threads inherit the mode when they start, so the CLI and ``train`` call this before
-    their first tensor operation starts torch's pool of intra-op threads.
+    many times the cost of a normal product: flushed, trained M2 steps ran 2.3 to 2.5 times
+    faster (BENCHMARKS.md). Nothing here needs them: log-probabilities are kept in log
+    space, and a weight of 1e-38 beside one of order one changes no fp32 sum. Threads take
+    the mode of the thread that starts them, so ``train`` and the CLI enter this before
+    their first tensor operation starts torch's intra-op threads (which keep the mode).
+    The mode is restored on exit because other code in the process may need IEEE
+    arithmetic (Hypothesis, for one, refuses to run without subnormals).
     """
-    return torch.set_flush_denormal(True)
+    previous = _flushing_denormals()
+    torch.set_flush_denormal(True)
+    try:
+        yield
+    finally:
+        torch.set_flush_denormal(previous)
+
+
+def _flushing_denormals() -> bool:
+    """Whether this thread flushes subnormals now (torch has no getter): 1e-39 is one."""
+    return (torch.tensor([1e-39]) * 1.0).item() == 0.0
 
 
 def resolve_device(name: str) -> torch.device:

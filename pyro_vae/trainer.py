@@ -72,7 +72,7 @@ from pyro_vae.run import (
     CONFIG_NAME,
     METRICS_NAME,
     Run,
-    flush_denormals,
+    flushed_denormals,
     prepare,
     read_config,
     resolve_device,
@@ -735,9 +735,13 @@ def train(
     this with the same arguments; a worker group that torchrun restarted after a failure
     (``--max-restarts``) continues the run it began in ``run_dir``. Returns the trained
     :class:`Run` (the last parameters; with early stopping, best.pt holds the best).
-    Subnormal floats are flushed to zero from here on (:func:`pyro_vae.run.flush_denormals`).
+    Subnormal floats are flushed to zero meanwhile (:func:`pyro_vae.run.flushed_denormals`).
     """
-    flush_denormals()
+    with flushed_denormals():
+        return _train(config, run_dir, progress, resume)
+
+
+def _train(config: TrainConfig | None, run_dir, progress: bool, resume: bool) -> Run:
     if not resume and run_dir is not None and is_restart() and holds_run(Path(run_dir)):
         resume = True
     state = None

@@ -3,7 +3,7 @@
 A trained network makes values below 1.2e-38 (fp32's smallest normal number) in its tails:
 softplus and sigmoid far below zero, their gradients. x86 CPUs process each such operand
 in microcode, many times slower than a normal one. ``pyro-vae train`` and the CLI flush
-them to zero (``pyro_vae.run.flush_denormals``); this script measures what that saves.
+them to zero (``pyro_vae.run.flushed_denormals``); this script measures what that saves.
 
 For each run folder: its model and guide as trained (``load_run``), the loss that ``pyro-vae
 train`` builds for it (JIT-traced where it traces), and batches of its training data; the

@@ -1,4 +1,5 @@
-"""pyro_vae.run: subnormal floats flushed to zero, in the threads torch starts too."""
+"""pyro_vae.run: subnormal floats flushed to zero while training, in the threads torch
+starts meanwhile too, and the caller's arithmetic restored afterwards."""
 
 import subprocess
 import sys
@@ -7,34 +8,50 @@ import pytest
 import torch
 
 from pyro_vae import train
+from pyro_vae.run import _flushing_denormals, flushed_denormals
+from pyro_vae.trainer import Trainer
 from tests.conftest import small_config
 
 # In a fresh process: 1e-39 is subnormal in fp32; 100,000 elements are split between the
 # two intra-op threads, so every element is zero only if both threads flush.
 PROBE = """
 import torch
-from pyro_vae.run import flush_denormals
+from pyro_vae.run import flushed_denormals
 torch.set_num_threads(2)
-{flush}
-x = torch.full((100_000,), 1e-39)
-print(int(((x * 1.0) == 0).sum()))
+{context}
+    x = torch.full((100_000,), 1e-39)  # its first parallel operation starts torch's threads
+    print(int(((x * 1.0) == 0).sum()))
 """
 
 
-def flushed_elements(flush: str) -> int:
-    command = [sys.executable, "-c", PROBE.format(flush=flush)]
+def flushed_elements(context: str) -> int:
+    command = [sys.executable, "-c", PROBE.format(context=context)]
     out = subprocess.run(command, capture_output=True, text=True, check=True)
     return int(out.stdout.strip())
 
 
-def test_flush_denormals_reaches_the_threads_torch_starts_afterwards():
+@pytest.fixture
+def can_flush():
     if not torch.set_flush_denormal(True):
         pytest.skip("this CPU cannot flush subnormal floats")
-    assert flushed_elements("") == 0  # IEEE arithmetic keeps them
-    assert flushed_elements("flush_denormals()") == 100_000
-
-
-def test_train_flushes_denormals(tmp_path):
     torch.set_flush_denormal(False)
-    train(small_config(epochs=1), run_dir=tmp_path / "run", progress=False)
-    assert (torch.tensor([1e-39]) * 1.0).item() == 0.0
+
+
+def test_flushing_reaches_the_threads_torch_starts_meanwhile(can_flush):
+    assert flushed_elements("if True:") == 0  # IEEE arithmetic keeps them
+    assert flushed_elements("with flushed_denormals():") == 100_000
+
+
+def test_train_flushes_while_it_runs_and_restores_the_callers_mode(can_flush, monkeypatch):
+    seen = []
+    fit = Trainer.fit
+    monkeypatch.setattr(
+        Trainer, "fit", lambda self, *a: seen.append(_flushing_denormals()) or fit(self, *a)
+    )
+    assert not _flushing_denormals()
+    train(small_config(epochs=1), progress=False)
+    assert seen == [True] and not _flushing_denormals()
+    with flushed_denormals():  # a caller that flushes keeps flushing
+        train(small_config(epochs=1), progress=False)
+        assert _flushing_denormals()
+    assert not _flushing_denormals()
