@@ -218,8 +218,8 @@ def variant_table(variants: list[Variant], args: argparse.Namespace) -> list[str
     (where that run has reached it): the comparison at equal training."""
     lines = [
         "| labels | change | epochs | test error | the row's at that epoch | difference | "
-        "−ELBO (test) | the row's |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        "−ELBO (test) | the row's | published | difference to published |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for variant in variants:
         last = variant.history[-1]
@@ -229,9 +229,13 @@ def variant_table(variants: list[Variant], args: argparse.Namespace) -> list[str
         theirs = f"{100 * same['test_error']:.2f}%" if same else "not reached"
         difference = f"{error - 100 * same['test_error']:+.2f}" if same else ""
         elbo = f"{-same['test_elbo']:.2f}" if same else ""
+        published = PUBLISHED_ERROR.get(variant.labels)
+        paper = ("—", "")
+        if published is not None:
+            paper = (f"{published:.2f}%", f"{error - published:+.2f}")
         lines.append(
             f"| {variant.labels} | {variant.change} | {last['epoch']} | {error:.2f}% | {theirs} "
-            f"| {difference} | {-last['test_elbo']:.2f} | {elbo} |"
+            f"| {difference} | {-last['test_elbo']:.2f} | {elbo} | {paper[0]} | {paper[1]} |"
         )
     return lines
 
