@@ -42,16 +42,16 @@ def test_flushing_reaches_the_threads_torch_starts_meanwhile(can_flush):
     assert flushed_elements("with flushed_denormals():") == 100_000
 
 
-def test_train_flushes_while_it_runs_and_restores_the_callers_mode(can_flush, monkeypatch):
+def test_train_flushes_while_it_runs_then_restores_the_mode(can_flush, monkeypatch, tmp_path):
     seen = []
     fit = Trainer.fit
     monkeypatch.setattr(
         Trainer, "fit", lambda self, *a: seen.append(_flushing_denormals()) or fit(self, *a)
     )
     assert not _flushing_denormals()
-    train(small_config(epochs=1), progress=False)
+    train(small_config(epochs=1), run_dir=tmp_path / "ieee", progress=False)
     assert seen == [True] and not _flushing_denormals()
     with flushed_denormals():  # a caller that flushes keeps flushing
-        train(small_config(epochs=1), progress=False)
+        train(small_config(epochs=1), run_dir=tmp_path / "flushing", progress=False)
         assert _flushing_denormals()
     assert not _flushing_denormals()
