@@ -181,29 +181,27 @@ class Variant:
     """A run of another configuration (``--variant-runs-dir``), set beside the paper
     configuration's run with as many labels."""
 
-    run_dir: Path
     labels: int
     change: str  # how its config differs from the row's, "beta: 1.0 -> 2.0" say
     history: list[dict]
 
 
-def find_variants(args: argparse.Namespace) -> list[Variant]:
-    """The m2 run folders under ``--variant-runs-dir`` whose row (as many labels under
-    ``--runs-dir``) has trained, with what they change."""
+def find_variants(args: argparse.Namespace, histories: dict[int, list[dict]]) -> list[Variant]:
+    """The m2 run folders under ``--variant-runs-dir`` that have trained an epoch and whose
+    row (as many labels, its history in ``histories``) has too, with what they change."""
     if args.variant_runs_dir is None:
         return []
     variants = []
     for config_file in sorted(args.variant_runs_dir.glob("*/config.json")):
         run_dir = config_file.parent
         config = read_config(run_dir)
-        row = args.runs_dir / f"m2-{config.labels}"
-        if config.model != "m2" or not all((d / "checkpoint.pt").is_file() for d in (run_dir, row)):
+        if config.model != "m2" or config.labels not in histories:
             continue
-        history = read_history(run_dir)
-        if len(history) < 2:  # not a trained epoch yet
+        if not (run_dir / "checkpoint.pt").is_file() or len(history := read_history(run_dir)) < 2:
             continue
-        change = "; ".join(differing_fields(read_config(row), config, ignore=BOOKKEEPING))
-        variants.append(Variant(run_dir, config.labels, change or "same config", history))
+        row = read_config(args.runs_dir / f"m2-{config.labels}")
+        change = "; ".join(differing_fields(row, config, ignore=BOOKKEEPING))
+        variants.append(Variant(config.labels, change or "same config", history))
     return variants
 
 
@@ -213,9 +211,10 @@ def home_relative(path: Path) -> str:
     return f"~/{path.relative_to(Path.home())}" if path.is_relative_to(Path.home()) else str(path)
 
 
-def variant_table(variants: list[Variant], args: argparse.Namespace) -> list[str]:
-    """Each variant's last epoch beside the paper configuration's run at the same epoch
-    (where that run has reached it): the comparison at equal training."""
+def variant_table(variants: list[Variant], histories: dict[int, list[dict]]) -> list[str]:
+    """Each variant's last epoch beside the paper configuration's run (``histories``, by
+    labels) at the same epoch, where that run has reached it: the comparison at equal
+    training."""
     lines = [
         "| labels | change | epochs | test error | the row's at that epoch | difference | "
         "−ELBO (test) | the row's | published | difference to published |",
@@ -223,7 +222,7 @@ def variant_table(variants: list[Variant], args: argparse.Namespace) -> list[str
     ]
     for variant in variants:
         last = variant.history[-1]
-        row = {r["epoch"]: r for r in read_history(args.runs_dir / f"m2-{variant.labels}")}
+        row = {r["epoch"]: r for r in histories.get(variant.labels, [])}
         same = row.get(last["epoch"])
         error = 100 * last["test_error"]
         theirs = f"{100 * same['test_error']:.2f}%" if same else "not reached"
@@ -281,7 +280,7 @@ def section_text(args: argparse.Namespace) -> str:
         details.append(f"- {labels} labels: `{command}`; {last['epoch']} epochs, {seconds:.0f} s")
     env = environment()
     details.append(f"- device: {env['device']}; {env['versions']}; written {env['date']}")
-    variants = find_variants(args)
+    variants = find_variants(args, histories)
     if variants:
         details += [
             "",
@@ -289,7 +288,7 @@ def section_text(args: argparse.Namespace) -> str:
             "each at its last "
             "epoch beside the row with as many labels at the same epoch:",
             "",
-            *variant_table(variants, args),
+            *variant_table(variants, histories),
         ]
     figures = []
     if histories:
@@ -360,7 +359,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=Path("scripts/results/semisupervised-notes.md"),
         help="hand-written discussion placed under the table",
     )
-    return parsed(parser, argv)
+    args = parsed(parser, argv)
+    if args.variant_runs_dir is not None:
+        args.variant_runs_dir = args.variant_runs_dir.expanduser()
+        if not args.variant_runs_dir.is_dir():
+            parser.error(f"--variant-runs-dir {args.variant_runs_dir}: no such folder")
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -88,3 +88,10 @@ def test_small_run_writes_its_section_and_reproduce_mnist_keeps_it(semisupervise
     rewritten = results.read_text()
     assert "old text" not in rewritten and "| A |" in rewritten
     assert section in rewritten
+
+
+def test_a_missing_variant_folder_is_refused_in_one_line(semisupervised, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        semisupervised.parse_args(["--variant-runs-dir", str(tmp_path / "nowhere")])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1].endswith("nowhere: no such folder")
