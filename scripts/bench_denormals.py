@@ -66,6 +66,10 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10, help="timed steps per round")
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
+    args.run_dirs = [run_dir.expanduser() for run_dir in args.run_dirs]
+    for run_dir in args.run_dirs:
+        if not (run_dir / "checkpoint.pt").is_file():
+            parser.error(f"{run_dir} is not a trained run folder (no checkpoint.pt)")
     torch.set_num_threads(1)
     torch.set_flush_denormal(False)
     print(f"date: {datetime.now(timezone.utc):%Y-%m-%d %H:%M UTC}")
@@ -76,7 +80,7 @@ def main() -> None:
     print("| --- | --- | --- | --- | --- |")
     for run_dir in args.run_dirs:
         pyro.clear_param_store()  # each run's trace is made with its own parameters alone
-        label, epochs, timed = step_timer(run_dir.expanduser(), args.steps)
+        label, epochs, timed = step_timer(run_dir, args.steps)
         timed()  # warm-up: the trace, allocations
         times: dict[bool, list[float]] = {False: [], True: []}
         for _ in range(args.rounds):
