@@ -188,7 +188,8 @@ class Variant:
 
 def find_variants(args: argparse.Namespace, histories: dict[int, list[dict]]) -> list[Variant]:
     """The m2 run folders under ``--variant-runs-dir`` that have trained an epoch and whose
-    row (as many labels, its history in ``histories``) has too, with what they change."""
+    row (as many labels, its history in ``histories``) has too, with what they change, in
+    the order of the rows."""
     if args.variant_runs_dir is None:
         return []
     variants = []
@@ -202,7 +203,7 @@ def find_variants(args: argparse.Namespace, histories: dict[int, list[dict]]) ->
         row = read_config(args.runs_dir / f"m2-{config.labels}")
         change = "; ".join(differing_fields(row, config, ignore=BOOKKEEPING))
         variants.append(Variant(config.labels, change or "same config", history))
-    return variants
+    return sorted(variants, key=lambda variant: (variant.labels, variant.change))
 
 
 def home_relative(path: Path) -> str:
@@ -212,30 +213,37 @@ def home_relative(path: Path) -> str:
 
 
 def variant_table(variants: list[Variant], histories: dict[int, list[dict]]) -> list[str]:
-    """Each variant's last epoch beside the paper configuration's run (``histories``, by
-    labels) at the same epoch, where that run has reached it: the comparison at equal
-    training."""
+    """Each variant's last epoch against the published error, and the variant beside the
+    paper configuration's run (``histories``, by labels) at the last epoch both reached:
+    the comparison at equal training, whichever of the two trained longer."""
     lines = [
-        "| labels | change | epochs | test error | the row's at that epoch | difference | "
-        "−ELBO (test) | the row's | published | difference to published |",
+        "| labels | change | epochs | test error | published | difference | compared at epoch "
+        "| test error there, this run / the row's | difference | −ELBO (test) there, this run "
+        "/ the row's |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for variant in variants:
         last = variant.history[-1]
-        row = {r["epoch"]: r for r in histories.get(variant.labels, [])}
-        same = row.get(last["epoch"])
         error = 100 * last["test_error"]
-        theirs = f"{100 * same['test_error']:.2f}%" if same else "not reached"
-        difference = f"{error - 100 * same['test_error']:+.2f}" if same else ""
-        elbo = f"{-same['test_elbo']:.2f}" if same else ""
         published = PUBLISHED_ERROR.get(variant.labels)
-        paper = ("—", "")
-        if published is not None:
-            paper = (f"{published:.2f}%", f"{error - published:+.2f}")
-        lines.append(
-            f"| {variant.labels} | {variant.change} | {last['epoch']} | {error:.2f}% | {theirs} "
-            f"| {difference} | {-last['test_elbo']:.2f} | {elbo} | {paper[0]} | {paper[1]} |"
+        paper = (
+            ("—", "") if published is None else (f"{published:.2f}%", f"{error - published:+.2f}")
         )
+        cells = [str(variant.labels), variant.change, str(last["epoch"]), f"{error:.2f}%", *paper]
+        row = {r["epoch"]: r for r in histories.get(variant.labels, [])}
+        ours = {r["epoch"]: r for r in variant.history}
+        shared = sorted(set(row) & set(ours) - {0})
+        if shared:
+            mine, theirs = ours[shared[-1]], row[shared[-1]]
+            cells += [
+                str(shared[-1]),
+                f"{100 * mine['test_error']:.2f}% / {100 * theirs['test_error']:.2f}%",
+                f"{100 * (mine['test_error'] - theirs['test_error']):+.2f}",
+                f"{-mine['test_elbo']:.2f} / {-theirs['test_elbo']:.2f}",
+            ]
+        else:
+            cells += ["no epoch in common", "", "", ""]
+        lines.append("| " + " | ".join(cells) + " |")
     return lines
 
 
@@ -285,8 +293,8 @@ def section_text(args: argparse.Namespace) -> str:
         details += [
             "",
             f"Other configurations (run folders in `{home_relative(args.variant_runs_dir)}`), "
-            "each at its last "
-            "epoch beside the row with as many labels at the same epoch:",
+            "each at its last epoch, and beside the row with as many labels at the last epoch "
+            "both reached:",
             "",
             *variant_table(variants, histories),
         ]

@@ -78,8 +78,10 @@ def test_small_run_writes_its_section_and_reproduce_mnist_keeps_it(semisupervise
     variant = next(line for line in section.splitlines() if line.startswith("| 20 | beta"))
     cells = [cell.strip() for cell in variant.strip("|").split("|")]
     assert cells[1:3] == ["beta: 1.0 -> 2.0", "1"]
-    error, theirs = (float(cells[i].rstrip("%")) for i in (3, 4))
-    assert float(cells[5]) == pytest.approx(error - theirs, abs=0.011)
+    error = float(cells[3].rstrip("%"))
+    assert cells[6] == "1"  # both trained one epoch: compared there
+    mine, theirs = (float(cell.rstrip("%")) for cell in cells[7].split(" / "))
+    assert mine == error and float(cells[8]) == pytest.approx(mine - theirs, abs=0.011)
     # reproduce_mnist.py rewrites the file around it
     reproduce = load("reproduce_mnist")
     figures = ["--figures-dir", str(tmp_path / "figures"), "--notes", str(tmp_path / "no.md")]
@@ -95,3 +97,20 @@ def test_a_missing_variant_folder_is_refused_in_one_line(semisupervised, tmp_pat
         semisupervised.parse_args(["--variant-runs-dir", str(tmp_path / "nowhere")])
     assert exit_info.value.code == 2
     assert capsys.readouterr().err.strip().splitlines()[-1].endswith("nowhere: no such folder")
+
+
+def test_a_variant_is_compared_at_the_last_epoch_both_runs_reached(semisupervised):
+    def history(errors: list[float], elbo: float) -> list[dict]:
+        return [{"epoch": e, "test_error": err, "test_elbo": elbo} for e, err in enumerate(errors)]
+
+    row = history([0.9, 0.30, 0.20, 0.15], -100.0)  # the paper configuration: 3 epochs
+    errors = [0.9, 0.25, 0.10, 0.08, 0.05]  # 4 epochs, past the row
+    longer = semisupervised.Variant(100, "beta: 1.0 -> 2.0", history(errors, -110.0))
+    shorter = semisupervised.Variant(100, "alpha", history([0.9, 0.35], -99.0))
+    stranger = semisupervised.Variant(7, "labels", history([0.9, 0.5], -99.0))  # no such row
+    table = semisupervised.variant_table([longer, shorter, stranger], {100: row})
+    cells = [[cell.strip() for cell in line.strip("|").split("|")] for line in table[2:]]
+    assert cells[0] == ["100", "beta: 1.0 -> 2.0", "4", "5.00%", "11.97%", "-6.97", "3",
+                        "8.00% / 15.00%", "-7.00", "110.00 / 100.00"]  # fmt: skip
+    assert cells[1][6:] == ["1", "35.00% / 30.00%", "+5.00", "99.00 / 100.00"]
+    assert cells[2][4:] == ["—", "", "no epoch in common", "", "", ""]
