@@ -26,7 +26,7 @@ from torch import nn
 
 from pyro_vae.config import COMPILE_MODES
 from pyro_vae.evaluation import fixed_seed, preserved_rng
-from pyro_vae.objectives import IWAE_ELBO, STL_ELBO
+from pyro_vae.objectives import IWAE_ELBO, STL_ELBO, DReG_IWAE_ELBO
 from pyro_vae.semisupervised import SemiSupervisedELBO
 from pyro_vae.svi import arguments
 
@@ -40,8 +40,9 @@ JIT_FORMS: dict[type, type | None] = {
     STL_ELBO: None,
     # m2's TraceEnum_ELBO and Trace_ELBO terms (Pyro's JitTraceEnum_ELBO traces the same)
     SemiSupervisedELBO: None,
-    # DReG_IWAE_ELBO has none: its gradient scaling reads weights computed after the codes
-    # are drawn, a Python side effect that a trace would freeze (the check catches it).
+    # DReG's gradient scaling reads weights computed after the codes are drawn; they pass
+    # through an autograd Function, which the trace records and runs on every replay
+    DReG_IWAE_ELBO: None,
 }
 
 

@@ -104,6 +104,21 @@ class _ScaleGradient(torch.autograd.Function):
         return grad * weights.reshape(weights.shape + (1,) * (grad.dim() - weights.dim())), None
 
 
+class _HeldWeights(torch.autograd.Function):
+    """Identity that puts its input in ``holder["weights"]``, for :class:`_ScaleGradient`'s
+    backward to read. An autograd Function rather than a plain assignment so that a JIT
+    trace records it (as a Python op) and every replay stores that replay's weights."""
+
+    @staticmethod
+    def forward(ctx, weights, holder):
+        holder["weights"] = weights
+        return weights.clone()
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad, None
+
+
 class _HookLatents(poutine.messenger.Messenger):
     """Passes each latent value of the guide through ``hook`` as it is sampled, so that every
     later use of it (the guide's next layer, the model's replay) sees the hooked value."""
@@ -172,8 +187,7 @@ class DReG_IWAE_ELBO(IWAE_ELBO):  # noqa: N801 - named like Pyro's Trace_ELBO
         log_q = _scored(lambda: site_log_probs(guide_trace, "guide"))  # hooked: no cache
         log_w = site_log_probs(model_trace, "model") - log_q
         score = _fixed_code_log_q(guide, guide_trace, x, k)
-        weights = torch.softmax(log_w.detach(), 0)
-        holder["weights"] = weights
+        weights = _HeldWeights.apply(torch.softmax(log_w.detach(), 0), holder)
         surrogate = -(weights * (log_w + score - score.detach())).sum()
         bound = -(torch.logsumexp(log_w.detach(), 0) - math.log(k)).sum()
         return bound + (surrogate - surrogate.detach())
