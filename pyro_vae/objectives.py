@@ -64,18 +64,23 @@ def _fixed_code_log_q(guide: Callable, guide_trace, x: torch.Tensor, particles: 
     """log q_φ(z̄ | x) per particle and data point at the trace's codes held fixed (detached):
     its gradient is the score ∂log q_φ(z)/∂φ at fixed z, and nothing else.
 
-    The guide is replayed on the detached codes, so a layer conditioned on another (the
-    hierarchical guide's q(z2|z1)) is conditioned on the fixed code too: the joint q's score.
-    A flow guide scores a code it did not itself just produce through its inverse, so the
-    families without one (planar, radial) cannot take these gradients.
+    With one latent site, its distribution (a function of x and φ alone) scores the fixed
+    code. With several, the guide is replayed on the fixed codes, so that a layer
+    conditioned on another (the hierarchical guide's q(z2|z1)) is conditioned on the fixed
+    code too: the joint q's score. A flow guide scores a code it did not itself just
+    produce through its inverse, so the families without one (planar, radial) cannot take
+    these gradients.
     """
     fixed = guide_trace.copy()
+    latents = 0
     for name, site in guide_trace.nodes.items():
         if site["type"] == "sample":
             fixed.nodes[name] = {**site, "value": site["value"].detach()}
-    with pyro.plate("particles", particles, dim=-2):
-        replayed = poutine.trace(poutine.replay(guide, trace=fixed)).get_trace(x)
-    return _scored(lambda: site_log_probs(replayed, "guide"))
+            latents += not site["is_observed"] and not site_is_subsample(site)
+    if latents > 1:
+        with pyro.plate("particles", particles, dim=-2):
+            fixed = poutine.trace(poutine.replay(guide, trace=fixed)).get_trace(x)
+    return _scored(lambda: site_log_probs(fixed, "guide"))
 
 
 def _scored(log_prob: Callable[[], torch.Tensor]) -> torch.Tensor:

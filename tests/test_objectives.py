@@ -312,3 +312,27 @@ def test_a_large_beta_collapses_the_posterior(tmp_path):
     assert kl[1.0] > 0.5 and abs(kl[8.0]) < 0.25 * kl[1.0]
     for row in runs[1.0].history:  # the terms are recorded for every epoch and sum up
         assert row["valid_reconstruction"] - row["valid_kl"] == pytest.approx(row["valid_elbo"])
+
+
+def test_one_latent_site_is_scored_at_the_fixed_code_without_running_the_guide_again(lg):
+    """The shortcut (the site's own distribution scores the detached code) equals what
+    replaying the guide on the detached code gives, value and gradient."""
+    from pyro_vae.importance import particle_traces, site_log_probs
+    from pyro_vae.objectives import _fixed_code_log_q
+
+    guide, x, k = LearnedGaussianGuide(lg), lg.sample(6, seed=7), 3
+    pyro.set_rng_seed(0)
+    _, guide_trace = particle_traces(lg.model, guide, x, k)
+    shortcut = _fixed_code_log_q(guide, guide_trace, x, k)
+    fixed = guide_trace.copy()
+    fixed.nodes["z"] = {**guide_trace.nodes["z"], "value": guide_trace.nodes["z"]["value"].detach()}
+    with pyro.plate("particles", k, dim=-2):
+        replayed = poutine.trace(poutine.replay(guide, trace=fixed)).get_trace(x)
+    replay = site_log_probs(replayed, "guide")
+    assert shortcut.shape == (k, 6)
+    torch.testing.assert_close(shortcut, replay)
+    for a, b in zip(
+        torch.autograd.grad(shortcut.sum(), list(guide.parameters())),
+        torch.autograd.grad(replay.sum(), list(guide.parameters())),
+    ):
+        torch.testing.assert_close(a, b)
