@@ -112,7 +112,9 @@ class _ScaleGradient(torch.autograd.Function):
 class _HeldWeights(torch.autograd.Function):
     """Identity that puts its input in ``holder["weights"]``, for :class:`_ScaleGradient`'s
     backward to read. An autograd Function rather than a plain assignment so that a JIT
-    trace records it (as a Python op) and every replay stores that replay's weights."""
+    trace records it (as a Python op) and every replay stores that replay's weights. The
+    holder keeps the latest forward's weights only: each loss must be differentiated before
+    the next is computed, as an SVI step does."""
 
     @staticmethod
     def forward(ctx, weights, holder):
