@@ -38,7 +38,8 @@ import torch
 
 from pyro_vae.compiled import training_loss
 from pyro_vae.config import TrainConfig
-from pyro_vae.registry import build_vae, make_elbo
+from pyro_vae.nn import ACTIVATIONS
+from pyro_vae.registry import build_vae, make_elbo, names
 from pyro_vae.svi import adam, svi_step
 
 VARIANTS = ("eager", "jit", "compile-networks", "compile-loss")
@@ -68,11 +69,11 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
-    parser.add_argument("--elbo", default="trace")
+    parser.add_argument("--elbo", default="trace", choices=names("elbo"))
     parser.add_argument("--num-particles", type=int, default=1)
     parser.add_argument("--hidden-dims", type=int, nargs="+", default=[400])
     parser.add_argument("--latent-dim", type=int, default=50)
-    parser.add_argument("--activation", default="softplus")
+    parser.add_argument("--activation", default="softplus", choices=list(ACTIVATIONS))
     args = parser.parse_args()
     device = "cuda" if torch.cuda.is_available() else "cpu"
     config = TrainConfig(
