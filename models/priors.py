@@ -72,13 +72,69 @@ class LearnedNormalPrior(nn.Module):
 class _Mixture(dist.MixtureSameFamily):
     """MixtureSameFamily over codes (event dim 1) that expands each code against the K
     components itself, since conditional flows do not broadcast a code of shape
-    (..., 1, D) against their K contexts."""
+    (..., 1, D) against their K contexts.
+
+    Diagonal-normal components shared across the batch (the VampPrior of a diag-normal
+    guide, the mixture of Gaussians) are scored without the (..., K, D) broadcast:
+
+        log N(z; μ_k, diag σ_k²) = -½ (z²·σ_k⁻² - 2 z·(μ_k σ_k⁻²) + μ_k²·σ_k⁻²)
+                                   - Σ_d log σ_kd - (D/2) log 2π
+
+    two matrix products over the D coordinates instead of K·D elementwise terms per code
+    (about 9 times faster for 500 components of 40 dimensions; 5000 importance samples
+    against 500 pseudo-inputs otherwise cost seconds per image). The three terms are large
+    and cancel where z is near μ_k with a small σ_k, so they are formed in float64: closer
+    to the exact value than the float32 broadcast (tests/test_priors.py).
+    """
 
     def log_prob(self, x: torch.Tensor) -> torch.Tensor:
+        log_weights = torch.log_softmax(self.mixture_distribution.logits, -1)
+        return torch.logsumexp(self._component_log_probs(x) + log_weights, -1)
+
+    def _component_log_probs(self, x: torch.Tensor) -> torch.Tensor:
+        """log p_k(x) for every component k, shape (..., K)."""
+        shared = _shared_diagonal_normal(self.component_distribution)
+        if shared is not None:
+            return _diagonal_normal_log_probs(x, *shared)
         components = self.mixture_distribution.logits.shape[-1]
         x = x.unsqueeze(-2).expand(*x.shape[:-1], components, x.shape[-1])
-        log_weights = torch.log_softmax(self.mixture_distribution.logits, -1)
-        return torch.logsumexp(self.component_distribution.log_prob(x) + log_weights, -1)
+        return self.component_distribution.log_prob(x)
+
+
+def _shared_diagonal_normal(
+    components: dist.TorchDistribution,
+) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """(μ, σ) of shape (K, D) where ``components`` is Normal(μ, σ).to_event(1) whose batch
+    dimensions before K hold one set of K components (each of size 1 or an expansion, of
+    stride 0); else None."""
+    if not (
+        isinstance(components, dist.Independent)
+        and components.reinterpreted_batch_ndims == 1
+        and type(components.base_dist) in (dist.Normal, torch.distributions.Normal)
+    ):
+        return None
+    loc, scale = components.base_dist.loc, components.base_dist.scale
+    if loc.dim() < 2 or any(
+        size != 1 and stride != 0
+        for t in (loc, scale)
+        for size, stride in zip(t.shape[:-2], t.stride()[:-2])
+    ):
+        return None
+    first = (0,) * (loc.dim() - 2)
+    return loc[first], scale[first]
+
+
+def _diagonal_normal_log_probs(x: torch.Tensor, loc: torch.Tensor, scale: torch.Tensor):
+    """log N(x; loc_k, diag scale_k²) for each of the K rows of ``loc`` and ``scale``
+    (shape (K, D)), x of shape (..., D): shape (..., K), by the expansion in _Mixture."""
+    x64, loc64, precision = x.double(), loc.double(), scale.double().pow(-2)
+    quadratic = (
+        (x64 * x64) @ precision.T
+        - 2 * x64 @ (loc64 * precision).T
+        + (loc64 * loc64 * precision).sum(-1)
+    )
+    log_normalizer = scale.double().log().sum(-1) + 0.5 * loc.shape[-1] * math.log(2 * math.pi)
+    return (-0.5 * quadratic - log_normalizer).to(x.dtype)
 
 
 def _mixture(components: dist.TorchDistribution, logits: torch.Tensor, batch_shape):

@@ -15,25 +15,14 @@ from __future__ import annotations
 
 import argparse
 import math
-import platform
-import statistics
-import time
-from datetime import datetime, timezone
-from pathlib import Path
 
 import numpy as np
-import pyro
 import torch
+from bench_common import add_pair_arguments, load_pair, timings
 from torch.nn import functional as F
 
-from pyro_vae import load_run
 from pyro_vae.config import TrainConfig
-from pyro_vae.data import load_data
 from pyro_vae.importance import DEFAULT_MAX_ELEMENTS, importance_log_likelihood
-from pyro_vae.registry import build_vae
-from pyro_vae.run import resolve_device
-
-DEFAULT_DATA_DIR = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
 @torch.no_grad()
@@ -69,38 +58,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )
-    parser.add_argument("--data-dir", default=str(DEFAULT_DATA_DIR))
-    parser.add_argument("--run-dir", default=None, help="a trained MNIST run (optional)")
-    parser.add_argument("--images", type=int, default=200, help="first N test images")
-    parser.add_argument("--num-samples", type=int, default=5000)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--device", default="auto")
+    add_pair_arguments(parser, images=200)
     args = parser.parse_args()
 
-    device = resolve_device(args.device)
-    if args.run_dir:
-        run = load_run(args.run_dir, device=str(device))
-        model, guide, data = run.model, run.guide, run.data
-    else:
-        config = TrainConfig(dataset="mnist", latent_dim=50, hidden_dims=[400])
-        data = load_data("mnist", "dynamic", device, args.data_dir, download=False)
-        pyro.set_rng_seed(0)
-        model, guide = (m.to(device) for m in build_vae(config, data.image_shape))
+    config = TrainConfig(dataset="mnist", latent_dim=50, hidden_dims=[400])
+    model, guide, data, _, device = load_pair(args, config)
     images = data.test[: args.images].float() / 255
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.machine()
-    print(f"date: {datetime.now(timezone.utc):%Y-%m-%d %H:%M UTC}")
-    print(f"device: {device} ({name}), torch threads: {torch.get_num_threads()}")
-    print(f"python {platform.python_version()}, torch {torch.__version__}, pyro {pyro.__version__}")
     print(f"{images.shape[0]} MNIST test images, K={args.num_samples}, fp32")
-
-    def timed(fn):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        result = fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        return time.perf_counter() - start, result
 
     loops = {
         "pyro-vae": lambda: importance_log_likelihood(model, guide, images, args.num_samples),
@@ -108,22 +72,16 @@ def main() -> None:
             model, guide, images, args.num_samples, DEFAULT_MAX_ELEMENTS
         ),
     }
-    times = {name: [] for name in loops}
-    values = {}
-    for repeat in range(args.repeats + 1):  # the first round warms up and is not timed
-        for name, fn in loops.items():
-            seconds, values[name] = timed(fn)
-            if repeat > 0:
-                times[name].append(seconds)
+    times, values = timings(loops, args.repeats, device)
     ours = float(np.mean(values["pyro-vae"].log_likelihood))
     theirs = float(values["hand-written"].mean())
     print(f"mean log p̂(x): pyro-vae {ours:.3f}, hand-written {theirs:.3f} nats")
     print()
     print(f"| computation | s (median of {args.repeats}) | images/s | vs hand-written |")
     print("| --- | --- | --- | --- |")
-    reference = statistics.median(times["hand-written"])
+    reference = times["hand-written"]
     for name in loops:
-        median = statistics.median(times[name])
+        median = times[name]
         rate = images.shape[0] / median
         print(f"| {name} | {median:.2f} | {rate:.1f} | {reference / median:.2f}x throughput |")
 

@@ -78,7 +78,11 @@ def test_traced_loss_and_gradients_equal_the_eager_elbo(overrides):
         theirs, their_grads = loss_and_grads(eager, named, x, seed)
         assert ours.item() == pytest.approx(theirs.item(), rel=1e-6)
         for (name, _), a, b in zip(named, our_grads, their_grads):
-            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=name)
+            # float32 rounding of a gradient scales with the largest terms summed into it:
+            # the JIT differentiates the mixture prior's float64 expansion in its own graph,
+            # ~1e-7 of the gradient's scale apart from eager autograd.
+            scale = max(1.0, b.abs().max().item())
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6 * scale, msg=name)
 
 
 def test_pyro_jit_elbo_gradients_are_doubled_and_ours_are_not():

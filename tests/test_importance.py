@@ -134,10 +134,15 @@ def test_the_memory_budget_counts_a_conv_nets_feature_maps_not_just_pixels():
     assert values_per_draw(*mlp, image) == 100  # the widest layer, above the 64 pixels
     conv = build_vae(small_config(encoder="conv", decoder="conv", conv_channels=[16]), (1, 8, 8))
     assert values_per_draw(*conv, image) == 16 * 8 * 8  # the decoder's last feature map
-    # A VampPrior's encoder pass over its 50 pseudo-inputs (50 x 64 values) does not grow
-    # with the particles; each code scored against the 50 components (50 x 8) does.
-    vamp = build_vae(small_config(prior="vamp", prior_components=50), (1, 8, 8))
-    assert values_per_draw(*vamp, image) == 50 * 8
+    # A VampPrior's encoder pass over its 100 pseudo-inputs (100 x 64 values) does not grow
+    # with the particles; each code's log-density under the 100 components does (100
+    # values: the diagonal-normal components are scored without a 100 x 8 broadcast).
+    vamp = build_vae(small_config(prior="vamp", prior_components=100), (1, 8, 8))
+    assert values_per_draw(*vamp, image) == 100
+    full = build_vae(
+        small_config(prior="vamp", prior_components=100, guide="full-normal"), (1, 8, 8)
+    )
+    assert values_per_draw(*full, image) == 100 * 8  # other components: the broadcast
 
 
 class LabelledLinearGaussian:
