@@ -12,6 +12,7 @@ RUN_DIR/curves.png           ELBO against epoch
 from __future__ import annotations
 
 import json
+import math
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -198,8 +199,20 @@ def load_run(run_dir: str | Path, device: str | None = None, checkpoint: str = "
             f"the checkpoint in {run_dir} does not fit the model of its config.json ({reason})"
         ) from None
     which = "best validation ELBO" if best else "last"
-    source = f"epoch {state['epoch']}, {which} ({name})"
+    source = f"{_trained_for(state, config.batch_size)}, {which} ({name})"
     return Run(config, model, guide, data, run_dir, read_history(run_dir), source)
+
+
+def _trained_for(state: dict, batch_size: int) -> str:
+    """How far a checkpoint's parameters trained: "epoch 55", or, for one written inside an
+    epoch (a stop request, a timed checkpoint), "epoch 55 and 1498 of 3000 steps of epoch 56"
+    (its parameters are those after that step, not those that ended epoch 55)."""
+    epoch, position = state["epoch"], state.get("position") or {}
+    step, order = position.get("step", 0), position.get("order")
+    if not step:
+        return f"epoch {epoch}"
+    steps = f" of {math.ceil(order.numel() / batch_size)}" if order is not None else ""
+    return f"epoch {epoch} and {step}{steps} steps of epoch {epoch + 1}"
 
 
 def write_images(run: Run, out_dir: Path, num_images: int = 64) -> None:

@@ -1,6 +1,7 @@
 """Interrupted training resumes bit for bit (on the CPU), and nothing saved is lost."""
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -99,7 +100,15 @@ def test_sigterm_and_sigint_checkpoint_the_exact_position(tmp_path, uninterrupte
         pytest.skip("the run finished before the signal arrived")
     assert process.returncode == 130
     assert "continue with: pyro-vae train --resume" in err and "Traceback" not in err
+    # Its parameters are those of the step it stopped after, and evaluate says so.
+    position = load_checkpoint(run_dir / "checkpoint.pt")["position"]
+    done, step = position["epochs_done"], position["step"]
+    steps = math.ceil(position["order"].numel() / CONFIG["batch_size"])
+    assert load_run(run_dir, device="cpu").parameters_from == (
+        f"epoch {done} and {step} of {steps} steps of epoch {done + 1}, last (checkpoint.pt)"
+    )
     assert main(["train", "--resume", str(run_dir), "--quiet"]) == 0
+    assert load_run(run_dir, device="cpu").parameters_from.endswith(", last (checkpoint.pt)")
     same_results(run_dir, uninterrupted)
 
 
