@@ -127,67 +127,79 @@ def check_pair(
             "all), so it cannot propose latents for other images; write the guide as a "
             "function of x (an encoder network, as in Pyro's VAE tutorial)"
         )
-    n = x.shape[0]
-    try:
-        with torch.no_grad(), pyro.validation_enabled(False):
-            model_trace, guide_trace = particle_traces(model, guide, x, 1, given=given)
-    except UserInputError:
-        raise
-    except (ValueError, RuntimeError) as error:  # Pyro's shape checks, the networks' own
-        first_line = (str(error).splitlines() or [type(error).__name__])[0]
-        raise UserInputError(
-            f"tracing the pair on a batch of {n} images failed: {first_line}; each site "
-            f"needs the batch shape of plate {data_plate!r} (declare event dimensions with "
-            ".to_event(...)), and the networks the images' shape"
-        ) from error
+    model_trace, guide_trace = _one_particle_traces(model, guide, x, data_plate, given)
     sites = {}
     for program, trace in (("guide", guide_trace), ("model", model_trace)):
         sites[program] = {
             site["name"]: site for site in _data_plate_sites(trace, program, data_plate)
         }
         for name, site in sites[program].items():
-            frame = next(f for f in site["cond_indep_stack"] if f.name == data_plate)
-            full_size = frame.full_size or frame.size
-            if full_size != n or frame.size != n:
-                subsampled = f", subsampled to {frame.size}," if frame.size != full_size else ""
-                raise UserInputError(
-                    f"{program} site {name!r}: plate {data_plate!r} has size {full_size}"
-                    f"{subsampled} but the batch holds {n} images; the estimate scores exactly "
-                    f"the batch it is given: pyro.plate({data_plate!r}, x.shape[0]), with no "
-                    "subsample_size"
-                )
-            fn_shape = site["fn"].batch_shape + site["fn"].event_shape
-            if (
-                site["is_observed"]
-                and torch.broadcast_shapes(site["value"].shape, fn_shape) != fn_shape
-            ):
-                raise UserInputError(
-                    f"{program} site {name!r}: its value, of shape {tuple(site['value'].shape)}, "
-                    f"does not fit its distribution's shape {tuple(fn_shape)}; give the model "
-                    "images of the shape it expects (or reshape them inside it)"
-                )
-            shape = site["fn"].log_prob(site["value"]).shape
-            if len(shape) > 2 or (len(shape) == 2 and shape[-1] != n):
-                raise UserInputError(
-                    f"{program} site {name!r} has a log-probability of shape {tuple(shape)}, "
-                    f"wider than the {data_plate!r} plate: declare its event dimensions, "
-                    "e.g. dist.Normal(loc, scale).to_event(1)"
-                )
-    latent = {name for name, site in sites["model"].items() if not site["is_observed"]}
-    if len(latent) == len(sites["model"]):
+            _check_site(program, name, site, x.shape[0], data_plate)
+    _check_latent_sites_match(sites["model"], sites["guide"], data_plate)
+
+
+def _one_particle_traces(model, guide, x, data_plate, given):
+    """The pair's traces for one particle, an error in them explained as a user's error."""
+    try:
+        with torch.no_grad(), pyro.validation_enabled(False):
+            return particle_traces(model, guide, x, 1, given=given)
+    except UserInputError:
+        raise
+    except (ValueError, RuntimeError) as error:  # Pyro's shape checks, the networks' own
+        first_line = (str(error).splitlines() or [type(error).__name__])[0]
+        raise UserInputError(
+            f"tracing the pair on a batch of {x.shape[0]} images failed: {first_line}; each "
+            f"site needs the batch shape of plate {data_plate!r} (declare event dimensions "
+            "with .to_event(...)), and the networks the images' shape"
+        ) from error
+
+
+def _check_site(program: str, name: str, site: dict, n: int, data_plate: str) -> None:
+    """One sample site of ``program`` scores exactly the ``n`` images of the batch, one
+    log-probability each."""
+    frame = next(f for f in site["cond_indep_stack"] if f.name == data_plate)
+    full_size = frame.full_size or frame.size
+    if full_size != n or frame.size != n:
+        subsampled = f", subsampled to {frame.size}," if frame.size != full_size else ""
+        raise UserInputError(
+            f"{program} site {name!r}: plate {data_plate!r} has size {full_size}"
+            f"{subsampled} but the batch holds {n} images; the estimate scores exactly "
+            f"the batch it is given: pyro.plate({data_plate!r}, x.shape[0]), with no "
+            "subsample_size"
+        )
+    fn_shape = site["fn"].batch_shape + site["fn"].event_shape
+    if site["is_observed"] and torch.broadcast_shapes(site["value"].shape, fn_shape) != fn_shape:
+        raise UserInputError(
+            f"{program} site {name!r}: its value, of shape {tuple(site['value'].shape)}, "
+            f"does not fit its distribution's shape {tuple(fn_shape)}; give the model "
+            "images of the shape it expects (or reshape them inside it)"
+        )
+    shape = site["fn"].log_prob(site["value"]).shape
+    if len(shape) > 2 or (len(shape) == 2 and shape[-1] != n):
+        raise UserInputError(
+            f"{program} site {name!r} has a log-probability of shape {tuple(shape)}, "
+            f"wider than the {data_plate!r} plate: declare its event dimensions, "
+            "e.g. dist.Normal(loc, scale).to_event(1)"
+        )
+
+
+def _check_latent_sites_match(model_sites: dict, guide_sites: dict, data_plate: str) -> None:
+    """The model observes at least one site, and the guide samples exactly its latent ones."""
+    latent = {name for name, site in model_sites.items() if not site["is_observed"]}
+    if len(latent) == len(model_sites):
         raise UserInputError(
             f"the model has no observed site in plate {data_plate!r}: condition its "
             "likelihood on the images, pyro.sample('obs', ..., obs=x)"
         )
-    extra, missing = sorted(set(sites["guide"]) - latent), sorted(latent - set(sites["guide"]))
+    extra, missing = sorted(set(guide_sites) - latent), sorted(latent - set(guide_sites))
     if extra:
         raise UserInputError(
             f"guide site {extra[0]!r} is not a latent site of the model"
-            + (" (the model observes it)" if extra[0] in sites["model"] else "")
+            + (" (the model observes it)" if extra[0] in model_sites else "")
             + "; the guide must sample exactly the model's latent sites, with the same names"
         )
     if missing:
-        site = sites["model"][missing[0]]
+        site = model_sites[missing[0]]
         discrete = site["fn"].support.is_discrete or "enumerate" in site["infer"]
         fix = (
             "enumerating a discrete site is not part of the estimate: sample it in the guide "
