@@ -140,6 +140,14 @@ def add_run_options(parser: argparse.ArgumentParser, runs_dir: Path) -> None:
     )
     parser.add_argument("--jobs", type=int, default=2, help="rows trained at once")
     parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch threads of each row (default: the CPU cores divided by --jobs); give 1 "
+        "where other runs share the machine: OpenMP threads beyond the free cores spin, and "
+        "a row's steps then take many times longer",
+    )
+    parser.add_argument(
         "--epochs",
         type=int,
         default=None,
@@ -159,7 +167,10 @@ def parsed(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.
     """The arguments, with the run folder resolved and each job's share of the cores."""
     args = parser.parse_args(argv)
     args.runs_dir = args.runs_dir.expanduser().resolve()
-    args.threads = max(1, (os.cpu_count() or 1) // args.jobs)
+    if args.threads is None:
+        args.threads = max(1, (os.cpu_count() or 1) // args.jobs)
+    elif args.threads < 1:
+        parser.error(f"--threads must be at least 1, got {args.threads}")
     return args
 
 

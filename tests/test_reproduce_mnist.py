@@ -100,3 +100,15 @@ def test_row_c_is_measured_against_b_image_by_image(reproduce, tmp_path):
     assert "row B (7 epochs) on the same 3 test images: NLL -0.500 ± 0.289" in line
     assert "lower on 67% of the images" in line
     assert reproduce.against_row(reproduce.ROWS["B"], args) is None  # B has no such target
+
+
+def test_threads_default_to_the_cores_per_job_and_can_be_set(reproduce, monkeypatch, capsys):
+    import experiment_runs  # importable once the script has put scripts/ on sys.path
+
+    monkeypatch.setattr(experiment_runs.os, "cpu_count", lambda: 8)
+    assert reproduce.parse_args(["--jobs", "2"]).threads == 4
+    assert reproduce.parse_args(["--jobs", "2", "--threads", "1"]).threads == 1
+    with pytest.raises(SystemExit) as exit_info:
+        reproduce.parse_args(["--threads", "0"])
+    assert exit_info.value.code == 2
+    assert "--threads must be at least 1, got 0" in capsys.readouterr().err
