@@ -127,13 +127,14 @@ def _shared_diagonal_normal(
 def _diagonal_normal_log_probs(x: torch.Tensor, loc: torch.Tensor, scale: torch.Tensor):
     """log N(x; loc_k, diag scale_k²) for each of the K rows of ``loc`` and ``scale``
     (shape (K, D)), x of shape (..., D): shape (..., K), by the expansion in _Mixture."""
-    x64, loc64, precision = x.double(), loc.double(), scale.double().pow(-2)
+    x64, loc64, scale64 = x.double(), loc.double(), scale.double()
+    precision = scale64.pow(-2)
     quadratic = (
         (x64 * x64) @ precision.T
         - 2 * x64 @ (loc64 * precision).T
         + (loc64 * loc64 * precision).sum(-1)
     )
-    log_normalizer = scale.double().log().sum(-1) + 0.5 * loc.shape[-1] * math.log(2 * math.pi)
+    log_normalizer = scale64.log().sum(-1) + 0.5 * loc.shape[-1] * math.log(2 * math.pi)
     return (-0.5 * quadratic - log_normalizer).to(x.dtype)
 
 
