@@ -10,25 +10,43 @@ differences are Monte Carlo noise; their mean should be zero within its standard
     python scripts/check_vamp_bruteforce.py RUN N
 """
 
+import argparse
 import csv
 import math
-import sys
+from pathlib import Path
 
 import torch
 from torch.distributions import Bernoulli, Normal
 
+from models.priors import VampPrior
+from pyro_vae.errors import UserInputError
 from pyro_vae.run import load_run
 
+parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+parser.add_argument("run_dir", type=Path, help="a trained and evaluated --prior vamp run")
+parser.add_argument("images", type=int, help="how many of the first test images to check")
+args = parser.parse_args()
 torch.set_num_threads(1)
+K = 5000
 
-run = load_run(sys.argv[1], device="cpu")
-n, K = int(sys.argv[2]), 5000
+csv_path = args.run_dir / "evaluation_per_datapoint.csv"
+if not csv_path.is_file():
+    parser.error(f"{csv_path} is missing: run `pyro-vae evaluate {args.run_dir}` first")
+with csv_path.open() as rows:
+    ref = {int(r["index"]): float(r["log_likelihood"]) for r in csv.DictReader(rows)}
+n = args.images
+if not 1 <= n <= len(ref):
+    parser.error(f"images must be between 1 and the {len(ref)} images evaluated, got {n}")
+try:
+    run = load_run(args.run_dir, device="cpu")
+except UserInputError as error:
+    parser.error(str(error))
 model, guide = run.model.eval(), run.guide.eval()
+if not isinstance(getattr(model, "prior", None), VampPrior) or run.config.model != "vae":
+    parser.error(f"{args.run_dir} is not a one-layer --prior vamp run (row D's kind)")
+if run.config.guide != "diag-normal" or run.config.likelihood != "bernoulli":
+    parser.error(f"{args.run_dir}: this check needs --guide diag-normal --likelihood bernoulli")
 x_all = run.data.test[:n].float().div(255)
-ref = {
-    int(r["index"]): float(r["log_likelihood"])
-    for r in csv.DictReader(open(f"{sys.argv[1]}/evaluation_per_datapoint.csv"))
-}
 g = torch.Generator().manual_seed(123)
 ours, theirs = [], []
 with torch.no_grad():
