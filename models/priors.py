@@ -169,6 +169,12 @@ class VampPrior(nn.Module):
     The guide is held without registering it as a submodule of the model, so Pyro sees each
     parameter under one name. The guide's density must score any z (not only its own
     samples): planar and radial flows cannot.
+
+    ``pseudo_inputs`` says how the parameter w becomes u: ``"free"``, u = w, starting as grey
+    noise 0.5 ± 0.05 and free to leave the pixel range; ``"hardtanh"``, u = min(max(w, 0), 1),
+    w starting at 0.05 ± 0.01, as in the authors' code (github.com/jmtomczak/vae_vampprior,
+    ``models/Model.py`` and ``utils/load_data.py``), where a pixel pushed out of [0, 1]
+    stays at the bound (the clamp passes it no gradient).
     """
 
     def __init__(
@@ -177,17 +183,27 @@ class VampPrior(nn.Module):
         components: Callable[[torch.Tensor], dist.TorchDistribution],
         image_shape: tuple[int, ...],
         num_pseudo_inputs: int,
+        pseudo_inputs: str = "free",
     ):
         super().__init__()
         self.latent_dim = latent_dim
-        # Pseudo-inputs start as grey noise around the middle of the pixel range.
-        self.pseudo_inputs = nn.Parameter(0.5 + 0.05 * torch.randn(num_pseudo_inputs, *image_shape))
+        self.clamped = {"free": False, "hardtanh": True}[pseudo_inputs]
+        loc, spread = (0.05, 0.01) if self.clamped else (0.5, 0.05)
+        self.pseudo_inputs = nn.Parameter(
+            loc + spread * torch.randn(num_pseudo_inputs, *image_shape)
+        )  # w, from which inputs() makes u
         self._components = [components]  # a list: not an nn.Module attribute
 
+    def inputs(self) -> torch.Tensor:
+        """The pseudo-inputs u_1..u_K, shape (K, *image_shape)."""
+        if self.clamped:
+            return nn.functional.hardtanh(self.pseudo_inputs, 0.0, 1.0)
+        return self.pseudo_inputs
+
     def forward(self, batch_shape) -> dist.TorchDistribution:
-        q = self._components[0](self.pseudo_inputs)
-        logits = torch.zeros(self.pseudo_inputs.shape[0], device=self.pseudo_inputs.device)
-        return _mixture(q, logits, batch_shape)
+        u = self.inputs()
+        logits = torch.zeros(u.shape[0], device=u.device)
+        return _mixture(self._components[0](u), logits, batch_shape)
 
 
 class FlowPrior(nn.Module):

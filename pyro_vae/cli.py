@@ -21,6 +21,7 @@ from pyro_vae.config import (
     LABELLED_WEIGHTINGS,
     LR_SCHEDULES,
     PRECISIONS,
+    PSEUDO_INPUTS,
     RESUMABLE_CHANGES,
     TrainConfig,
     read_config_file,
@@ -89,6 +90,9 @@ TRAIN_HELP = {
     "likelihood_scale": "σ of the gaussian likelihood (initial σ of gaussian-learned), "
     "b of laplace",
     "prior_components": "components of the mog prior; pseudo-inputs of the vamp prior",
+    "pseudo_inputs": f"vamp prior ({_one_of(PSEUDO_INPUTS)}): free pseudo-inputs start "
+    "as grey noise and may leave the pixel range; hardtanh ones are clamp(w, 0, 1) of "
+    "weights that start at 0.05 ± 0.01, as in the VampPrior authors' code",
     "prior_flow_depth": "number of affine autoregressive flows of the flow prior",
     "guide_rank": "rank of the covariance factor of the lowrank-normal guide",
     "flow_depth": "number of flows of the iaf, planar, radial and spline guides",

@@ -19,6 +19,7 @@ BINARIZE_MODES = ("dynamic", "static", "threshold", "none")
 DEVICES = ("auto", "cpu", "cuda")
 COMPILE_MODES = ("jit", "eager")  # pyro_vae.compiled
 PRECISIONS = ("fp32", "bf16")  # their dtypes: pyro_vae.nn.AUTOCAST_DTYPES
+PSEUDO_INPUTS = ("free", "hardtanh")  # the vamp prior's pseudo-inputs: models.priors.VampPrior
 LR_SCHEDULES = ("constant", "exponential", "burda", "plateau")  # pyro_vae.schedules
 LABELLED_WEIGHTINGS = ("batch", "data")  # m2: pyro_vae.semisupervised.labelled_scale
 # config.model and config.dataset of a run trained from a user's own pair and tensor of
@@ -64,6 +65,7 @@ class TrainConfig:
     conv_channels: list[int] = field(default_factory=lambda: [32, 64])  # conv encoder/decoder
     likelihood_scale: float = 0.1  # σ of gaussian (initial σ of gaussian-learned), b of laplace
     prior_components: int = 10  # mog components, vamp pseudo-inputs
+    pseudo_inputs: str = "free"  # vamp: unconstrained, or hardtanh into [0, 1] (authors' code)
     prior_flow_depth: int = 2  # flow prior
     # the class-conditional models (models.conditional)
     labels: int | None = None  # m2: labelled training images, balanced over classes, by seed
@@ -259,8 +261,14 @@ def validate(config: TrainConfig) -> None:
         ("compile", COMPILE_MODES),
         ("precision", PRECISIONS),
         ("lr_schedule", LR_SCHEDULES),
+        ("pseudo_inputs", PSEUDO_INPUTS),
     ):
         _check_choice(name, getattr(config, name), valid)
+    if config.pseudo_inputs != "free" and config.prior != "vamp":
+        raise UserInputError(
+            f"--pseudo-inputs {config.pseudo_inputs} shapes the vamp prior's pseudo-inputs, "
+            f"and --prior {config.prior} has none; give --prior vamp or drop --pseudo-inputs"
+        )
     if config.device not in DEVICES:
         raise UserInputError(
             f"unknown device {config.device!r}; valid devices: {', '.join(DEVICES)}"

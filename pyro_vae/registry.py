@@ -128,7 +128,7 @@ REGISTRY: dict[str, dict[str, Callable]] = {
             dim, config.prior_components
         ),
         "vamp": lambda config, dim, posterior, shape: VampPrior(
-            dim, posterior, shape, config.prior_components
+            dim, posterior, shape, config.prior_components, config.pseudo_inputs
         ),
         "flow": lambda config, dim, posterior, shape: FlowPrior(
             dim, config.prior_flow_depth, config.flow_hidden_dims

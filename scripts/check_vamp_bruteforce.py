@@ -50,7 +50,7 @@ x_all = run.data.test[:n].float().div(255)
 g = torch.Generator().manual_seed(123)
 ours, theirs = [], []
 with torch.no_grad():
-    u = model.prior.pseudo_inputs
+    u = model.prior.inputs()
     pu = guide.posterior(u).base_dist
     mu_k, sd_k = pu.loc.double(), pu.scale.double()  # (500, 40)
     for i in range(n):

@@ -116,6 +116,8 @@ def test_a_user_pair_run_is_refused_by_evaluate_in_one_line(tmp_path, capsys):
         (["train", "--conv-channels", "0"], "conv_channels must be a non-empty list"),
         (["train", "--prior-components", "0"], "prior_components must be an integer >= 1"),
         (["train", "--prior", "vamp", "--guide", "planar"], "planar and radial flows cannot"),
+        (["train", "--pseudo-inputs", "hardtanh"], "give --prior vamp or drop --pseudo-inputs"),
+        (["train", "--prior", "vamp", "--pseudo-inputs", "tanh"], "valid values: free, hardtanh"),
         (["train", "--elbo", "renyi"], "valid elbo names: trace, meanfield, iwae"),
         (["train", "--activation", "swish"], "valid activations: softplus"),
         (["train", "--binarize", "maybe"], "valid modes: dynamic, static, threshold, none"),

@@ -87,6 +87,38 @@ def test_vamp_gradients_reach_the_pseudo_inputs_and_the_encoder():
     assert not model_params & {id(p) for p in guide.parameters()}
 
 
+def test_hardtanh_pseudo_inputs_are_the_clamped_weights_and_the_density_follows():
+    """--pseudo-inputs hardtanh (the VampPrior authors' code): u = min(max(w, 0), 1), w from
+    0.05 ± 0.01; p(z) is exactly the free prior's at the clamped inputs, and a pixel pushed
+    past a bound passes no gradient back to its weight."""
+    config = TrainConfig(
+        prior="vamp", prior_components=400, latent_dim=3, hidden_dims=[16], pseudo_inputs="hardtanh"
+    )
+    model, guide = build_vae(config, (1, 8, 8))
+    w = model.prior.pseudo_inputs
+    assert abs(w.mean().item() - 0.05) < 2e-3 and abs(w.std().item() - 0.01) < 2e-3
+    with torch.no_grad():
+        w.mul_(40).sub_(1.5)  # 0.05 ± 0.01 -> 0.5 ± 0.4: some pixels below 0, some above 1
+    u = model.prior.inputs()
+    assert u.min() == 0 and u.max() == 1 and (w < 0).any() and (w > 1).any()
+    torch.testing.assert_close(u, w.detach().clamp(0, 1))
+
+    free, _ = build_vae(TrainConfig(**{**config.to_dict(), "pseudo_inputs": "free"}), (1, 8, 8))
+    free.prior._components = model.prior._components  # the same guide scores both
+    with torch.no_grad():
+        free.prior.pseudo_inputs.copy_(u)
+    z = torch.randn(11, 3)
+    torch.testing.assert_close(model.prior((11,)).log_prob(z), free.prior((11,)).log_prob(z))
+    # ... and by hand: log (1/K) Σ_k q(z | u_k).
+    q = guide.posterior(u.detach())
+    by_hand = torch.logsumexp(q.log_prob(z[:, None, :]), -1) - torch.log(torch.tensor(400.0))
+    torch.testing.assert_close(model.prior((11,)).log_prob(z), by_hand)
+
+    model.prior((11,)).log_prob(z).sum().backward()
+    inside = (w > 0) & (w < 1)
+    assert (w.grad[~inside] == 0).all() and w.grad[inside].abs().sum() > 0
+
+
 def test_flow_prior_scores_without_inverting():
     prior = FlowPrior(6, 2, [16])
     z = torch.randn(500, 6)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import re
+import shutil
 import sys
 from pathlib import Path
 
@@ -43,6 +44,13 @@ def test_every_row_is_a_valid_train_command(reproduce, tmp_path):
         else:  # Tomczak & Welling's
             assert (config.prior, config.prior_components, config.lr) == ("vamp", 500, 5e-4)
             assert (config.kl_warmup_epochs, config.early_stopping) == (100, 50)
+            # Row Dh is row D with the authors' clamped pseudo-inputs, and only that.
+            assert config.pseudo_inputs == ("hardtanh" if row.key == "Dh" else "free")
+    dh = reproduce.ROWS["Dh"].flags
+    assert [flag for flag in dh if flag not in reproduce.ROWS["D"].flags] == [
+        "--pseudo-inputs",
+        "hardtanh",
+    ]
 
 
 def test_gpu_rows_are_skipped_on_a_cpu_unless_capped(reproduce, tmp_path, capsys, monkeypatch):
@@ -86,6 +94,17 @@ def test_rows_f_run_continue_and_report_at_small_scale(reproduce, tmp_path, caps
     assert "row F1: evaluated epoch 2" in capsys.readouterr().out
     assert [row["epoch"] for row in read_history(runs / "F1")] == [0, 1, 2]
     assert "resume" in (runs / "F1.log").read_text()  # continued, not started afresh
+
+    # A new machine starts without the run folders: rewriting the table keeps what it said
+    # of a row whose folder is gone, line and section, word for word.
+    text = results.read_text()
+    line = next(line for line in text.splitlines() if line.startswith("| F1 |"))
+    section = text[text.index("### Row F1:") : text.index("### Row F2:")]
+    shutil.rmtree(runs / "F1")
+    assert reproduce.main(["--rows", "F1", "--epochs", "2", *argv[:-2], "--max-minutes", "0"]) == 0
+    assert "row F1: nothing to evaluate" in capsys.readouterr().out
+    again = results.read_text()
+    assert again == text and line in again and section in again
 
 
 def test_row_c_is_measured_against_b_image_by_image(reproduce, tmp_path):
