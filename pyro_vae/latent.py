@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from models.priors import VampPrior
 from pyro_vae.evaluation import EVAL_SEED, fixed_seed, label_arguments
 from pyro_vae.importance import eval_mode
 
@@ -223,6 +224,11 @@ def write_latent_images(
         grid("Samples from the prior: decoder means", "samples.png", [decoded(prior_codes)], 8)
         pixels = model.decode(prior_codes).sample()
         grid("Samples from the prior: sampled pixels", "samples_pixels.png", [pixels], 8)
+
+    prior = getattr(model, "prior", None)
+    if isinstance(prior, VampPrior):  # what the mixture's components are centred on
+        caption = f"The first 64 of the {len(prior.inputs())} pseudo-inputs of the VampPrior"
+        grid(caption, "pseudo_inputs.png", [prior.inputs()[:64]], 8)
 
     caption = "Test images (odd rows) above their reconstructions"
     written[caption] = out_dir / "reconstructions.png"

@@ -83,6 +83,20 @@ def test_visualize_writes_every_image_and_the_summary(trained_run):
     assert report.name == "report.html"
 
 
+def test_visualize_shows_the_vamp_priors_pseudo_inputs(tmp_path):
+    """A VampPrior run's viz shows its pseudo-inputs u_k (clamped ones in [0, 1])."""
+    from pyro_vae import train
+    from tests.conftest import small_config
+
+    config = small_config(epochs=1, prior="vamp", prior_components=70, pseudo_inputs="hardtanh")
+    run = train(config, run_dir=tmp_path / "vamp", progress=False)
+    visualize(run, num_pairs=1, max_dims=2)
+    picture = tmp_path / "vamp" / "viz" / "pseudo_inputs.png"
+    assert picture.stat().st_size > 500
+    report = (tmp_path / "vamp" / "report.html").read_text()
+    assert "The first 64 of the 70 pseudo-inputs of the VampPrior" in report
+
+
 def test_viz_cli_errors(trained_run, capsys):
     assert main(["viz", str(trained_run.run_dir), "--attribute-class", "42"]) == 2
     assert "no test image has label 42" in capsys.readouterr().err
