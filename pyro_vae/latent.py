@@ -227,8 +227,9 @@ def write_latent_images(
 
     prior = getattr(model, "prior", None)
     if isinstance(prior, VampPrior):  # what the mixture's components are centred on
-        caption = f"The first 64 of the {len(prior.inputs())} pseudo-inputs of the VampPrior"
-        grid(caption, "pseudo_inputs.png", [prior.inputs()[:64]], 8)
+        pseudo_inputs = prior.inputs()
+        caption = f"The first 64 of the {len(pseudo_inputs)} pseudo-inputs of the VampPrior"
+        grid(caption, "pseudo_inputs.png", [pseudo_inputs[:64]], 8)
 
     caption = "Test images (odd rows) above their reconstructions"
     written[caption] = out_dir / "reconstructions.png"
