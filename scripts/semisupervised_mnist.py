@@ -6,7 +6,8 @@ this invocation; a row cut short keeps its checkpoint and the next invocation co
 it (bit for bit on the CPU). The test error is the one ``pyro-vae train`` records after
 every epoch: argmax q(y|x) against the label on all 10,000 test images, from the last
 epoch trained (never chosen by its test error). The section of RESULTS.md between its
-markers is rewritten from the run folders, with a plot of the test error per epoch.
+markers is rewritten from the run folders, with a plot of the test error per epoch; where
+none of them is there (a new machine), the section is kept as it was.
 
     python scripts/semisupervised_mnist.py --labels 100 600 --max-minutes 60 \\
         --runs-dir ~/pyro-vae-runs/m2 --data-dir ../shared/data --no-download
@@ -34,6 +35,7 @@ from experiment_runs import (  # noqa: E402
     Children,
     add_run_options,
     environment,
+    marked_sections,
     parsed,
     python_command,
     replace_section,
@@ -381,6 +383,12 @@ def main(argv: list[str] | None = None) -> int:
     work = lambda labels, children: run_row(labels, args, children)  # noqa: E731
     children = run_rows(work, args.labels, args.jobs)
     old = args.results.read_text() if args.results.is_file() else ""
+    ours = [block for block in marked_sections(old) if block.startswith(f"<!-- {SECTION}:")]
+    folders = [args.runs_dir / f"m2-{labels}" for labels in {*PUBLISHED_ERROR, *args.labels}]
+    if ours and not any((run / "checkpoint.pt").is_file() for run in folders):
+        # Run folders do not outlive a machine; a new one must not erase measured rows.
+        print(f"no M2 run folder under {args.runs_dir}: {args.results} kept as it was")
+        return EXIT_INTERRUPTED if children.stopping.is_set() else 0
     args.results.write_text(replace_section(old, SECTION, section_text(args)))
     print(f"wrote {args.results}")
     return EXIT_INTERRUPTED if children.stopping.is_set() else 0

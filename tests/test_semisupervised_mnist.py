@@ -92,6 +92,19 @@ def test_small_run_writes_its_section_and_reproduce_mnist_keeps_it(semisupervise
     assert section in rewritten
 
 
+def test_a_machine_without_the_run_folders_keeps_the_section(semisupervised, tmp_path, capsys):
+    """Run folders do not outlive a machine: with none of them, the section stays as it was."""
+    results = tmp_path / "RESULTS.md"
+    section = "<!-- semisupervised: begin -->\n| 100 | 83 of 1000 | measured |\n"
+    results.write_text(f"# Results\n\n{section}<!-- semisupervised: end -->\n")
+    before = results.read_text()
+    argv = ["--runs-dir", str(tmp_path / "new-machine"), "--results", str(results)]
+    argv += ["--figures-dir", str(tmp_path / "figures"), "--max-minutes", "0"]
+    assert semisupervised.main(argv) == 0
+    assert "no M2 run folder under" in capsys.readouterr().out
+    assert results.read_text() == before and not (tmp_path / "figures").exists()
+
+
 def test_a_missing_variant_folder_is_refused_in_one_line(semisupervised, tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         semisupervised.parse_args(["--variant-runs-dir", str(tmp_path / "nowhere")])
