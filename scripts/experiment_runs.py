@@ -111,6 +111,12 @@ def replace_section(text: str, name: str, body: str) -> str:
     return text.rstrip() + ("\n\n" if text.strip() else "") + block
 
 
+def has_section(text: str, name: str) -> bool:
+    """Whether ``text`` holds ``name``'s marked section (:func:`replace_section`)."""
+    begin, end = _markers(name)
+    return begin in text and end in text
+
+
 def marked_sections(text: str) -> list[str]:
     """The marked sections of ``text`` (:func:`replace_section`), markers included."""
     blocks = []

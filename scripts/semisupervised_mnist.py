@@ -35,7 +35,7 @@ from experiment_runs import (  # noqa: E402
     Children,
     add_run_options,
     environment,
-    marked_sections,
+    has_section,
     parsed,
     python_command,
     replace_section,
@@ -383,14 +383,13 @@ def main(argv: list[str] | None = None) -> int:
     work = lambda labels, children: run_row(labels, args, children)  # noqa: E731
     children = run_rows(work, args.labels, args.jobs)
     old = args.results.read_text() if args.results.is_file() else ""
-    ours = [block for block in marked_sections(old) if block.startswith(f"<!-- {SECTION}:")]
     folders = [args.runs_dir / f"m2-{labels}" for labels in {*PUBLISHED_ERROR, *args.labels}]
-    if ours and not any((run / "checkpoint.pt").is_file() for run in folders):
+    if has_section(old, SECTION) and not any((f / "checkpoint.pt").is_file() for f in folders):
         # Run folders do not outlive a machine; a new one must not erase measured rows.
         print(f"no M2 run folder under {args.runs_dir}: {args.results} kept as it was")
-        return EXIT_INTERRUPTED if children.stopping.is_set() else 0
-    args.results.write_text(replace_section(old, SECTION, section_text(args)))
-    print(f"wrote {args.results}")
+    else:
+        args.results.write_text(replace_section(old, SECTION, section_text(args)))
+        print(f"wrote {args.results}")
     return EXIT_INTERRUPTED if children.stopping.is_set() else 0
 
 
