@@ -18,6 +18,7 @@ from pyro_vae.config import (
     BINARIZE_MODES,
     COMPILE_MODES,
     DEVICES,
+    GUIDE_SCALES,
     LABELLED_WEIGHTINGS,
     LR_SCHEDULES,
     PRECISIONS,
@@ -94,6 +95,9 @@ TRAIN_HELP = {
     "as grey noise and may leave the pixel range; hardtanh ones are clamp(w, 0, 1) of "
     "weights that start at 0.05 ± 0.01, as in the VampPrior authors' code",
     "prior_flow_depth": "number of affine autoregressive flows of the flow prior",
+    "guide_scale": f"σ of the diag-normal guide ({_one_of(GUIDE_SCALES)}): softplus(a) + "
+    "1e-6, or exp(½ hardtanh(a, -6, 2)), log σ² bounded to [-6, 2] as in the VampPrior "
+    "authors' code",
     "guide_rank": "rank of the covariance factor of the lowrank-normal guide",
     "flow_depth": "number of flows of the iaf, planar, radial and spline guides",
     "flow_hidden_dims": "hidden widths of each flow's conditioning network",

@@ -20,6 +20,7 @@ DEVICES = ("auto", "cpu", "cuda")
 COMPILE_MODES = ("jit", "eager")  # pyro_vae.compiled
 PRECISIONS = ("fp32", "bf16")  # their dtypes: pyro_vae.nn.AUTOCAST_DTYPES
 PSEUDO_INPUTS = ("free", "hardtanh")  # the vamp prior's pseudo-inputs: models.priors.VampPrior
+GUIDE_SCALES = ("softplus", "bounded-logvar")  # diag-normal's σ: pyro_vae.nn.SCALE_LINKS
 LR_SCHEDULES = ("constant", "exponential", "burda", "plateau")  # pyro_vae.schedules
 LABELLED_WEIGHTINGS = ("batch", "data")  # m2: pyro_vae.semisupervised.labelled_scale
 # config.model and config.dataset of a run trained from a user's own pair and tensor of
@@ -72,6 +73,7 @@ class TrainConfig:
     classifier_weight: float | None = None  # m2: α of α·log q(y|x); None: 0.1·N/labels
     labelled_weighting: str | None = None  # m2: batch (None) or data; LABELLED_WEIGHTINGS
     # options of particular guide families
+    guide_scale: str = "softplus"  # diag-normal: σ = softplus(a) or exp(½ hardtanh(a, -6, 2))
     guide_rank: int = 4  # lowrank-normal
     flow_depth: int = 4  # iaf, planar, radial, spline
     flow_hidden_dims: list[int] = field(default_factory=lambda: [64])
@@ -262,12 +264,20 @@ def validate(config: TrainConfig) -> None:
         ("precision", PRECISIONS),
         ("lr_schedule", LR_SCHEDULES),
         ("pseudo_inputs", PSEUDO_INPUTS),
+        ("guide_scale", GUIDE_SCALES),
     ):
         _check_choice(name, getattr(config, name), valid)
     if config.pseudo_inputs != "free" and config.prior != "vamp":
         raise UserInputError(
             f"--pseudo-inputs {config.pseudo_inputs} shapes the vamp prior's pseudo-inputs, "
             f"and --prior {config.prior} has none; give --prior vamp or drop --pseudo-inputs"
+        )
+    families = {config.guide, config.top_guide or config.guide}
+    if config.guide_scale != "softplus" and families != {"diag-normal"}:
+        raise UserInputError(
+            f"--guide-scale {config.guide_scale} shapes the diag-normal guide's σ, and the "
+            f"guide here is {' + '.join(sorted(families))}; give --guide diag-normal (and "
+            "--top-guide diag-normal) or drop --guide-scale"
         )
     if config.device not in DEVICES:
         raise UserInputError(

@@ -33,6 +33,21 @@ def positive(raw: torch.Tensor, minimum: float = 1e-6) -> torch.Tensor:
     return nn.functional.softplus(raw) + minimum
 
 
+def bounded_log_variance_scale(
+    raw: torch.Tensor, low: float = -6.0, high: float = 2.0
+) -> torch.Tensor:
+    """σ = exp(½ hardtanh(raw, low, high)): log σ² kept in [low, high], so that
+    e^(low/2) ≤ σ ≤ e^(high/2) (0.0498 ≤ σ ≤ 2.72 by default). The encoders of the VampPrior
+    authors' code bound q(z|x) this way (Tomczak & Welling 2018, github.com/jmtomczak/
+    vae_vampprior, ``q_z_logvar``: ``Hardtanh(min_val=-6., max_val=2.)``); outside the bounds
+    the raw output gets no gradient, as there."""
+    return torch.exp(0.5 * nn.functional.hardtanh(raw, low, high))
+
+
+# How a guide turns its network's raw output into a scale σ: config.guide_scale
+SCALE_LINKS = {"softplus": positive, "bounded-logvar": bounded_log_variance_scale}
+
+
 class GatedDense(nn.Module):
     """h = (Wx + b) ⊙ σ(Vx + c): a gated linear unit (Dauphin et al. 2017), the dense layer
     of the VampPrior paper's networks (Tomczak & Welling 2018, "VAE with a VampPrior")."""

@@ -105,7 +105,9 @@ REGISTRY: dict[str, dict[str, Callable]] = {
         ),
     },
     "guide": {
-        "diag-normal": lambda config, encoder, dim: DiagNormalGuide(encoder, dim),
+        "diag-normal": lambda config, encoder, dim: DiagNormalGuide(
+            encoder, dim, config.guide_scale
+        ),
         "lowrank-normal": lambda config, encoder, dim: LowRankNormalGuide(
             encoder, dim, config.guide_rank
         ),

@@ -118,6 +118,12 @@ def test_a_user_pair_run_is_refused_by_evaluate_in_one_line(tmp_path, capsys):
         (["train", "--prior", "vamp", "--guide", "planar"], "planar and radial flows cannot"),
         (["train", "--pseudo-inputs", "hardtanh"], "give --prior vamp or drop --pseudo-inputs"),
         (["train", "--prior", "vamp", "--pseudo-inputs", "tanh"], "valid values: free, hardtanh"),
+        (["train", "--guide-scale", "exp"], "valid values: softplus, bounded-logvar"),
+        (["train", "--guide", "iaf", "--guide-scale", "bounded-logvar"], "the guide here is iaf"),
+        (
+            ["train", "--model", "hvae", "--top-guide", "iaf", "--guide-scale", "bounded-logvar"],
+            "the guide here is diag-normal + iaf; give --guide diag-normal",
+        ),
         (["train", "--elbo", "renyi"], "valid elbo names: trace, meanfield, iwae"),
         (["train", "--activation", "swish"], "valid activations: softplus"),
         (["train", "--binarize", "maybe"], "valid modes: dynamic, static, threshold, none"),

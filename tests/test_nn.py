@@ -2,13 +2,22 @@
 label join computed without concatenating equals the concatenated one."""
 
 import dataclasses
+import math
 
 import pytest
 import torch
 
 from pyro_vae import train
 from pyro_vae.importance import importance_log_likelihood
-from pyro_vae.nn import GatedDense, compute_in, linear_with_label, mlp, positive, with_label
+from pyro_vae.nn import (
+    GatedDense,
+    bounded_log_variance_scale,
+    compute_in,
+    linear_with_label,
+    mlp,
+    positive,
+    with_label,
+)
 from pyro_vae.registry import build_vae
 from tests.conftest import small_config
 
@@ -16,6 +25,20 @@ from tests.conftest import small_config
 def test_positive_is_softplus_kept_off_zero():
     raw = torch.tensor([-100.0, 0.0, 3.0])
     torch.testing.assert_close(positive(raw), torch.nn.functional.softplus(raw) + 1e-6)
+
+
+def test_bounded_log_variance_scale_is_exp_of_half_the_clamped_log_variance():
+    raw = torch.tensor([-9.0, -6.0, -1.0, 0.0, 1.5, 2.0, 5.0], requires_grad=True)
+    scale = bounded_log_variance_scale(raw)
+    expected = torch.tensor([-6.0, -6.0, -1.0, 0.0, 1.5, 2.0, 2.0]).mul(0.5).exp()
+    torch.testing.assert_close(scale, expected)
+    assert scale.min().item() == pytest.approx(math.exp(-3))
+    assert scale.max().item() == pytest.approx(math.e)
+    scale.sum().backward()
+    # Inside the bounds dσ/da = σ/2; outside, no gradient (the hardtanh's flat parts).
+    inside = (raw > -6) & (raw < 2)
+    torch.testing.assert_close(raw.grad[inside], expected[inside] / 2)
+    assert (raw.grad[(raw < -6) | (raw > 2)] == 0).all()
 
 
 @pytest.mark.parametrize(
