@@ -117,6 +117,12 @@ def has_section(text: str, name: str) -> bool:
     return begin in text and end in text
 
 
+def section_body(text: str, name: str) -> str:
+    """What ``text`` holds between ``name``'s markers ("" where it has no such section)."""
+    begin, end = _markers(name)
+    return text.split(begin, 1)[1].split(end, 1)[0] if has_section(text, name) else ""
+
+
 def marked_sections(text: str) -> list[str]:
     """The marked sections of ``text`` (:func:`replace_section`), markers included."""
     blocks = []

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -40,6 +41,7 @@ from experiment_runs import (  # noqa: E402
     python_command,
     replace_section,
     run_rows,
+    section_body,
     shell_line,
     training_finished,
 )
@@ -249,8 +251,22 @@ def variant_table(variants: list[Variant], histories: dict[int, list[dict]]) -> 
     return lines
 
 
-def section_text(args: argparse.Namespace) -> str:
-    """The RESULTS.md section: one table row per labelled-set size, the commands, a plot."""
+def previous_rows(section: str) -> dict[int, tuple[str, str]]:
+    """Each measured row's table line and command line in ``section`` (as RESULTS.md last
+    gave it), by labels: kept for the rows whose run folder is gone, since the folders
+    live outside the checkout and do not outlive a machine."""
+    lines, commands = {}, {}
+    for line in section.splitlines():
+        if measured := re.match(r"\| (\d+) \| \d+ of \d+ \|", line):  # not the variants'
+            lines[int(measured[1])] = line
+        elif command := re.match(r"- (\d+) labels: ", line):
+            commands[int(command[1])] = line
+    return {labels: (line, commands.get(labels, "")) for labels, line in lines.items()}
+
+
+def section_text(args: argparse.Namespace, previous: dict[int, tuple[str, str]]) -> str:
+    """The RESULTS.md section: one table row per labelled-set size, the commands, a plot.
+    A row without a run folder keeps its lines from ``previous`` (:func:`previous_rows`)."""
     lines = [
         "## Semi-supervised MNIST: M2 test error",
         "",
@@ -265,12 +281,18 @@ def section_text(args: argparse.Namespace) -> str:
         "−ELBO (test, y summed out) | published | difference |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
-    details, histories = [], {}
+    details, histories, carried = [], {}, []
     for labels in sorted({*PUBLISHED_ERROR, *args.labels}):
         run_dir = args.runs_dir / f"m2-{labels}"
         published = PUBLISHED_ERROR.get(labels)
         shown = "—" if published is None else f"{published:.2f}%"
         history = read_history(run_dir) if (run_dir / "checkpoint.pt").is_file() else []
+        if len(history) < 2 and labels in previous:
+            line, command = previous[labels]
+            lines.append(line)
+            details += [command] if command else []
+            carried.append(str(labels))
+            continue
         if len(history) < 2:
             lines.append(f"| {labels} | not run yet | | | | | | {shown} | |")
             continue
@@ -290,6 +312,12 @@ def section_text(args: argparse.Namespace) -> str:
         details.append(f"- {labels} labels: `{command}`; {last['epoch']} epochs, {seconds:.0f} s")
     env = environment()
     details.append(f"- device: {env['device']}; {env['versions']}; written {env['date']}")
+    if carried:
+        details.append(
+            f"- {', '.join(carried)} labels: as this file last gave them; their run folders "
+            f"are not under `{home_relative(args.runs_dir)}` on the machine that wrote it, "
+            "and the curves and comparisons below leave them out"
+        )
     variants = find_variants(args, histories)
     if variants:
         details += [
@@ -388,7 +416,8 @@ def main(argv: list[str] | None = None) -> int:
         # Run folders do not outlive a machine; a new one must not erase measured rows.
         print(f"no M2 run folder under {args.runs_dir}: {args.results} kept as it was")
     else:
-        args.results.write_text(replace_section(old, SECTION, section_text(args)))
+        section = section_text(args, previous_rows(section_body(old, SECTION)))
+        args.results.write_text(replace_section(old, SECTION, section))
         print(f"wrote {args.results}")
     return EXIT_INTERRUPTED if children.stopping.is_set() else 0
 

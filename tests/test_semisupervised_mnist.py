@@ -90,6 +90,17 @@ def test_small_run_writes_its_section_and_reproduce_mnist_keeps_it(semisupervise
     rewritten = results.read_text()
     assert "old text" not in rewritten and "| A |" in rewritten
     assert section in rewritten
+    # A row measured on another machine, whose run folder is not here, keeps its lines.
+    measured = "| 100 | 83 of 1000 | 2.06 h | 17.98% | 16.55% | 24.49% | 99.93 | 11.97% | +6.01 |"
+    command = "- 100 labels: `pyro-vae train --model m2 --labels 100`; 83 epochs, 7416 s"
+    rewritten = rewritten.replace("| 100 | not run yet | | | | | | 11.97% | |", measured)
+    results.write_text(rewritten.replace("- 20 labels: ", f"{command}\n- 20 labels: ", 1))
+    assert semisupervised.main([*small, *common, "--max-minutes", "0"]) == 0
+    section = results.read_text().split("<!-- semisupervised: begin -->")[1]
+    assert measured in section and command in section
+    assert "- 100 labels: as this file last gave them; their run folders" in section
+    assert next(line for line in section.splitlines() if line.startswith("| 20 |")) == row
+    assert "| 600 | not run yet |" in section  # never measured: nothing to keep
 
 
 def test_a_machine_without_the_run_folders_keeps_the_section(semisupervised, tmp_path, capsys):
