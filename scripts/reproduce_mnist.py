@@ -100,10 +100,11 @@ ROWS = {
         Row("Dh", "row D with the authors' pseudo-inputs (hardtanh into [0, 1])",
             (*VAMP_PAPER, "--pseudo-inputs", "hardtanh"), 85.57,
             f"{VAMP}, VAE (L=1) + VampPrior", "within 0.5 nats"),
-        # The authors' encoder: log σ² of q(z|x) bounded to [-6, 2] by a hardtanh.
-        Row("Dv", "row D with the authors' bounded log-variance of q(z|x) (hardtanh [-6, 2])",
-            (*VAMP_PAPER, "--guide-scale", "bounded-logvar"), 85.57,
-            f"{VAMP}, VAE (L=1) + VampPrior", "within 0.5 nats"),
+        # Dh plus the authors' encoder: log σ² of q(z|x) bounded to [-6, 2] by a hardtanh;
+        # one difference from Dh, measured against it image by image.
+        Row("Dv", "row Dh with the authors' bounded log-variance of q(z|x) (hardtanh [-6, 2])",
+            (*VAMP_PAPER, "--pseudo-inputs", "hardtanh", "--guide-scale", "bounded-logvar"),
+            85.57, f"{VAMP}, VAE (L=1) + VampPrior", "within 0.5 nats", against="Dh"),
         Row("E", "two-layer HVAE (40+40) + VampPrior, 2×300 gated MLP",
             ("--model", "hvae", "--top-latent-dim", "40", *VAMP_PAPER),
             83.19, f"{VAMP}, HVAE (L=2) + VampPrior", "within 0.5 nats"),
@@ -213,7 +214,7 @@ def row_report(
         epochs += " (early stop)"
     difference = "" if row.published_nll is None else f"{nll - row.published_nll:+.2f}"
     comparison = against_row(row, args)
-    if comparison:
+    if comparison and row.published_nll is None:  # the other row is the target
         difference = comparison[0]
     images = summary["num_images"]
     subset = f" (first {images:,} test images)" if record["max_images"] else ""

@@ -44,13 +44,17 @@ def test_every_row_is_a_valid_train_command(reproduce, tmp_path):
         else:  # Tomczak & Welling's
             assert (config.prior, config.prior_components, config.lr) == ("vamp", 500, 5e-4)
             assert (config.kl_warmup_epochs, config.early_stopping) == (100, 50)
-            # Row Dh is row D with the authors' clamped pseudo-inputs, and only that.
-            assert config.pseudo_inputs == ("hardtanh" if row.key == "Dh" else "free")
-    dh = reproduce.ROWS["Dh"].flags
-    assert [flag for flag in dh if flag not in reproduce.ROWS["D"].flags] == [
-        "--pseudo-inputs",
-        "hardtanh",
-    ]
+            # Row Dh is row D with the authors' clamped pseudo-inputs, and only that; row Dv
+            # is row Dh with the authors' bounded log-variance of q(z|x), and only that.
+            assert config.pseudo_inputs == ("hardtanh" if row.key in ("Dh", "Dv") else "free")
+            assert config.guide_scale == ("bounded-logvar" if row.key == "Dv" else "softplus")
+    rows = reproduce.ROWS
+    added = {key: [f for f in rows[key].flags if f not in rows[base].flags]
+             for key, base in (("Dh", "D"), ("Dv", "Dh"))}  # fmt: skip
+    assert added == {
+        "Dh": ["--pseudo-inputs", "hardtanh"],
+        "Dv": ["--guide-scale", "bounded-logvar"],
+    }
 
 
 def test_gpu_rows_are_skipped_on_a_cpu_unless_capped(reproduce, tmp_path, capsys, monkeypatch):
@@ -119,6 +123,26 @@ def test_row_c_is_measured_against_b_image_by_image(reproduce, tmp_path):
     assert "row B (7 epochs) on the same 3 test images: NLL -0.500 ± 0.289" in line
     assert "lower on 67% of the images" in line
     assert reproduce.against_row(reproduce.ROWS["B"], args) is None  # B has no such target
+
+
+def test_row_dv_keeps_the_papers_difference_and_adds_the_pairing_with_dh(reproduce, tmp_path):
+    """Row Dv has a published number: its cell is the difference from the paper, and its
+    section gives, beside it, Dv minus Dh image by image (one difference between them)."""
+    summary = {"log_likelihood": -84.5, "standard_error": 0.2, "elbo": -88.0, "num_images": 3}
+    summary["share_khat_above_0.7"] = 0.5
+    for key, values in (("Dh", {0: -90.0, 1: -80.0, 2: -100.0}), ("Dv", {0: -91.0, 1: -80.5})):
+        write_per_image(tmp_path / key, values)
+        (tmp_path / key / "config.json").write_text(json.dumps({"epochs": 2000}))
+        epochs = [{"epoch": 0, "seconds": None}, {"epoch": 1, "seconds": 2.0, "train_elbo": -99}]
+        (tmp_path / key / "metrics.jsonl").write_text("\n".join(map(json.dumps, epochs)))
+        record = {"trained_epochs": 9, "num_samples": 5000, "max_images": None}
+        record |= {"evaluation_seconds": 1.0, "parameters_from": "best", "device": "cpu"}
+        record |= {"versions": "v", "date": "d", "evaluation": summary}
+        (tmp_path / key / "reproduce.json").write_text(json.dumps(record))
+    args = reproduce.parse_args(["--runs-dir", str(tmp_path), "--figures-dir", str(tmp_path)])
+    line, section = reproduce.row_report(reproduce.ROWS["Dv"], args, {})
+    assert "| 84.50 ± 0.20 | 88.00 | 50.0% | 85.57 | -1.07 | within 0.5 nats |" in line
+    assert "- against row Dh (9 epochs) on the same 2 test images: NLL +0.750 ± 0.250" in section
 
 
 def test_threads_default_to_the_cores_per_job_and_can_be_set(reproduce, monkeypatch, capsys):
