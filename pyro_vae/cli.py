@@ -110,6 +110,8 @@ TRAIN_HELP = {
     "landing guide gradients",
     "num_particles": "particles per data point (vectorized); K of the iwae bound",
     "lr": "Adam learning rate (the initial one under --lr-schedule)",
+    "adam_eps": "Adam's ε, added to the root of the second moment (torch's default 1e-8; "
+    "Burda et al.'s IWAE code uses 1e-4)",
     "lr_schedule": f"learning rate per epoch ({_one_of(LR_SCHEDULES)}); exponential: "
     "× --lr-decay every epoch; burda: Burda et al. 2015's 3^i epochs at lr·10^(-i/7), "
     "i = 0..7; plateau: × --lr-decay after --lr-patience epochs without a better "

@@ -84,6 +84,7 @@ class TrainConfig:
     beta: float = 1.0  # weight of the KL term (β-VAE); its final value under warm-up
     kl_warmup_epochs: int = 0  # β rises linearly to ``beta`` over this many epochs (0: no rise)
     lr: float = 1e-3
+    adam_eps: float = 1e-8  # Adam's ε (torch's default); Burda et al.'s code: 1e-4
     lr_schedule: str = "constant"  # per epoch: exponential, burda (stepped), plateau
     lr_decay: float = 0.95  # γ of exponential; the factor of plateau
     lr_patience: int = 10  # plateau: epochs without a better validation ELBO before a cut
@@ -221,7 +222,7 @@ def validate(config: TrainConfig) -> None:
         ):
             raise UserInputError(f"{name} must be a non-empty list of integers >= 1, got {value!r}")
     _validate_class_conditional(config)
-    for name in ("lr", "beta"):
+    for name in ("lr", "beta", "adam_eps"):
         value = getattr(config, name)
         if isinstance(value, bool) or not (
             isinstance(value, (int, float)) and math.isfinite(value) and value > 0

@@ -33,13 +33,14 @@ class NonFiniteLossError(UserInputError):
     """Training produced a NaN or infinite loss or gradient; the last good checkpoint is kept."""
 
 
-def adam(parameters: list[torch.Tensor], lr: float) -> torch.optim.Adam:
+def adam(parameters: list[torch.Tensor], lr: float, eps: float = 1e-8) -> torch.optim.Adam:
     """One Adam over all parameters of model and guide: torch's fused kernel (the whole
-    update of a tensor in one pass), or the foreach form where the device has none."""
+    update of a tensor in one pass), or the foreach form where the device has none. ``eps``
+    is added to √v̂ in the step's denominator."""
     try:
-        return torch.optim.Adam(parameters, lr=lr, fused=True)
+        return torch.optim.Adam(parameters, lr=lr, eps=eps, fused=True)
     except RuntimeError:
-        return torch.optim.Adam(parameters, lr=lr, foreach=True)
+        return torch.optim.Adam(parameters, lr=lr, eps=eps, foreach=True)
 
 
 def nonfinite_flag(loss: torch.Tensor, grads: list[torch.Tensor]) -> torch.Tensor:

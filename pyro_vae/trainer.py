@@ -427,7 +427,7 @@ class Trainer:
         loss, compile_mode = build_loss(config, data, model, guide, warmup, check_batch)
         step_loss = group.loss_module(loss, model, guide, check_batch)
         named = nn.ModuleDict({"model": model, "guide": guide}).parameters()
-        optimizer = adam(list(named), config.lr)  # shared parameters once
+        optimizer = adam(list(named), config.lr, config.adam_eps)  # shared parameters once
         schedule = CheckpointSchedule(
             config.checkpoint_every, config.checkpoint_minutes, config.epochs
         )

@@ -21,14 +21,28 @@ from pathlib import Path
 import pyro
 import torch
 
+from pyro_vae.cli import build_parser, train_config_from_args
+from pyro_vae.config import differing_fields
 from pyro_vae.run import read_config, read_history
 from pyro_vae.schedules import patience_exhausted
 
 EXIT_INTERRUPTED = 130  # pyro-vae train after a stop request: checkpoint written
+# Fields a run may hold otherwise than its row's command without being another experiment:
+# where and how long it ran.
+BOOKKEEPING = ("data_dir", "download", "epochs", "labels", "device", "compile",
+               "checkpoint_every", "checkpoint_minutes", "tensorboard")  # fmt: skip
 
 
 def python_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "pyro_vae", *args]
+
+
+def config_changes(command: list[str], run_dir: Path) -> list[str]:
+    """``field: commanded -> trained`` for each field, bookkeeping aside, in which the run in
+    ``run_dir`` differs from the config that ``command`` (``pyro-vae train`` with a row's
+    flags) starts: a row's flags changed after its run began."""
+    commanded = train_config_from_args(build_parser().parse_args(command[3:]))
+    return differing_fields(commanded, read_config(run_dir), ignore=BOOKKEEPING)
 
 
 def training_finished(run_dir: Path, epochs: int | None = None) -> bool:

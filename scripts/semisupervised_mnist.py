@@ -32,6 +32,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # experiment_runs, beside this file
 
 from experiment_runs import (  # noqa: E402
+    BOOKKEEPING,
     EXIT_INTERRUPTED,
     Children,
     add_run_options,
@@ -173,11 +174,6 @@ def save_error_curves(
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=100)
     plt.close(figure)
-
-
-# What a variant may change without being another experiment: where and how long it ran.
-BOOKKEEPING = ("data_dir", "download", "epochs", "labels", "device", "compile",
-               "checkpoint_every", "checkpoint_minutes", "tensorboard")  # fmt: skip
 
 
 @dataclass

@@ -107,6 +107,7 @@ def test_a_user_pair_run_is_refused_by_evaluate_in_one_line(tmp_path, capsys):
         (["train", "--flow-hidden-dims", "-4"], "flow_hidden_dims must be a non-empty list"),
         (["train", "--kl-warmup-epochs", "-1"], "kl_warmup_epochs must be an integer >= 0"),
         (["train", "--beta", "0"], "beta must be a finite number > 0, got 0.0"),
+        (["train", "--adam-eps", "0"], "adam_eps must be a finite number > 0, got 0.0"),
         (["train", "--beta", "nan"], "beta must be a finite number > 0, got nan"),
         (["train", "--prior", "vampire"], "valid prior names: standard-normal, learned-normal"),
         (["train", "--likelihood", "poisson"], "valid likelihood names: bernoulli, continuous"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
 import re
@@ -41,7 +42,9 @@ def test_every_row_is_a_valid_train_command(reproduce, tmp_path):
             assert (config.latent_dim, config.hidden_dims) == (50, [200, 200])
             assert (config.activation, config.batch_size, config.valid_size) == ("tanh", 20, 0)
             assert (config.lr_schedule, config.epochs) == ("burda", 3280)
+            assert config.adam_eps == 1e-4  # their code's Adam
         else:  # Tomczak & Welling's
+            assert config.adam_eps == 1e-8  # torch's default
             assert (config.prior, config.prior_components, config.lr) == ("vamp", 500, 5e-4)
             assert (config.kl_warmup_epochs, config.early_stopping) == (100, 50)
             # Row Dh is row D with the authors' clamped pseudo-inputs, and only that; row Dv
@@ -130,19 +133,27 @@ def test_row_dv_keeps_the_papers_difference_and_adds_the_pairing_with_dh(reprodu
     section gives, beside it, Dv minus Dh image by image (one difference between them)."""
     summary = {"log_likelihood": -84.5, "standard_error": 0.2, "elbo": -88.0, "num_images": 3}
     summary["share_khat_above_0.7"] = 0.5
+    args = reproduce.parse_args(["--runs-dir", str(tmp_path), "--figures-dir", str(tmp_path)])
     for key, values in (("Dh", {0: -90.0, 1: -80.0, 2: -100.0}), ("Dv", {0: -91.0, 1: -80.5})):
         write_per_image(tmp_path / key, values)
-        (tmp_path / key / "config.json").write_text(json.dumps({"epochs": 2000}))
+        command = reproduce.train_command(reproduce.ROWS[key], tmp_path / key, args)
+        config = train_config_from_args(build_parser().parse_args(command[3:]))
+        if key == "Dv":  # its run began before the row asked for ε = 1e-4 (say)
+            config.adam_eps = 1e-4
+        (tmp_path / key / "config.json").write_text(json.dumps(dataclasses.asdict(config)))
         epochs = [{"epoch": 0, "seconds": None}, {"epoch": 1, "seconds": 2.0, "train_elbo": -99}]
         (tmp_path / key / "metrics.jsonl").write_text("\n".join(map(json.dumps, epochs)))
         record = {"trained_epochs": 9, "num_samples": 5000, "max_images": None}
         record |= {"evaluation_seconds": 1.0, "parameters_from": "best", "device": "cpu"}
         record |= {"versions": "v", "date": "d", "evaluation": summary}
         (tmp_path / key / "reproduce.json").write_text(json.dumps(record))
-    args = reproduce.parse_args(["--runs-dir", str(tmp_path), "--figures-dir", str(tmp_path)])
     line, section = reproduce.row_report(reproduce.ROWS["Dv"], args, {})
     assert "| 84.50 ± 0.20 | 88.00 | 50.0% | 85.57 | -1.07 | within 0.5 nats |" in line
     assert "- against row Dh (9 epochs) on the same 2 test images: NLL +0.750 ± 0.250" in section
+    # A run whose config is not the one the row's command now starts says how it differs.
+    changed = "- trained before the row's command last changed, so with another config "
+    assert f"{changed}(command -> run): adam_eps: 1e-08 -> 0.0001\n" in section
+    assert changed not in reproduce.row_report(reproduce.ROWS["Dh"], args, {})[1]
 
 
 def test_threads_default_to_the_cores_per_job_and_can_be_set(reproduce, monkeypatch, capsys):

@@ -175,6 +175,14 @@ def test_the_optimizer_is_one_fused_adam_where_torch_has_one():
 
     optimizer = adam([torch.nn.Parameter(torch.zeros(3))], 1e-3)
     assert optimizer.defaults["fused"] is True
+    assert optimizer.defaults["eps"] == 1e-8  # torch's own default
+
+
+def test_adam_eps_reaches_the_optimizer_and_its_checkpoint(tmp_path):
+    """--adam-eps is Adam's ε: the run's optimizer has it, and its checkpoint keeps it."""
+    train(small_config(epochs=1, adam_eps=1e-4), run_dir=tmp_path / "run", progress=False)
+    state = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
+    assert {group["eps"] for group in state["optimizer"]["param_groups"]} == {1e-4}
 
 
 def defer_on_the_cpu(monkeypatch):
