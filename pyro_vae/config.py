@@ -184,6 +184,14 @@ def differing_fields(old: TrainConfig, new: TrainConfig, ignore: tuple[str, ...]
 
 def validate(config: TrainConfig) -> None:
     """Raise UserInputError for the first field that cannot work (names: registry.check_names)."""
+    _validate_numbers(config)
+    _validate_class_conditional(config)
+    _validate_choices(config)
+    _validate_combinations(config)
+
+
+def _validate_numbers(config: TrainConfig) -> None:
+    """Counts, sizes and rates: each in its range."""
     positive_ints = (
         "latent_dim",
         "num_particles",
@@ -221,28 +229,51 @@ def validate(config: TrainConfig) -> None:
             or any(isinstance(h, bool) or not isinstance(h, int) or h < 1 for h in value)
         ):
             raise UserInputError(f"{name} must be a non-empty list of integers >= 1, got {value!r}")
-    _validate_class_conditional(config)
-    for name in ("lr", "beta", "adam_eps"):
+    for name in ("lr", "beta", "adam_eps", "likelihood_scale"):
         value = getattr(config, name)
         if isinstance(value, bool) or not (
             isinstance(value, (int, float)) and math.isfinite(value) and value > 0
         ):
             raise UserInputError(f"{name} must be a finite number > 0, got {value!r}")
-    scale = config.likelihood_scale
-    if not (isinstance(scale, (int, float)) and math.isfinite(scale) and scale > 0):
-        raise UserInputError(f"likelihood_scale must be a finite number > 0, got {scale!r}")
-    if config.clip_norm is not None and not (
-        isinstance(config.clip_norm, (int, float))
-        and math.isfinite(config.clip_norm)
-        and config.clip_norm > 0
-    ):
-        raise UserInputError(
-            f"clip_norm must be a finite number > 0 or None, got {config.clip_norm!r}"
-        )
+    for name, bound in (("clip_norm", "> 0"), ("checkpoint_minutes", ">= 0")):
+        value = getattr(config, name)
+        if value is not None and not (
+            isinstance(value, (int, float))
+            and math.isfinite(value)
+            and (value > 0 if bound == "> 0" else value >= 0)
+        ):
+            raise UserInputError(f"{name} must be a finite number {bound} or None, got {value!r}")
     valid = config.valid_size
     if valid is not None and (isinstance(valid, bool) or not isinstance(valid, int) or valid < 0):
         raise UserInputError(f"valid_size must be an integer >= 0 or None, got {valid!r}")
-    if valid == 0:
+    decay = config.lr_decay
+    if not (isinstance(decay, (int, float)) and 0 < decay < 1):
+        raise UserInputError(f"lr_decay must be a number in (0, 1), got {decay!r}")
+
+
+def _validate_choices(config: TrainConfig) -> None:
+    """Fields that name one of a few modes."""
+    if config.binarize is not None and config.binarize not in BINARIZE_MODES:
+        raise UserInputError(
+            f"unknown binarize mode {config.binarize!r}; valid modes: {', '.join(BINARIZE_MODES)}"
+        )
+    for name, valid in (
+        ("compile", COMPILE_MODES),
+        ("precision", PRECISIONS),
+        ("lr_schedule", LR_SCHEDULES),
+        ("pseudo_inputs", PSEUDO_INPUTS),
+        ("guide_scale", GUIDE_SCALES),
+    ):
+        _check_choice(name, getattr(config, name), valid)
+    if config.device not in DEVICES:
+        raise UserInputError(
+            f"unknown device {config.device!r}; valid devices: {', '.join(DEVICES)}"
+        )
+
+
+def _validate_combinations(config: TrainConfig) -> None:
+    """Options that mean something only beside another: refused, saying which, without it."""
+    if config.valid_size == 0:
         for name, asks in (
             ("early_stopping", config.early_stopping > 0),
             ("lr_schedule", config.lr_schedule == "plateau"),
@@ -253,21 +284,6 @@ def validate(config: TrainConfig) -> None:
                     "valid_size 0 leaves no validation images; give --valid-size N > 0 or "
                     f"drop --{name.replace('_', '-')}"
                 )
-    if config.binarize is not None and config.binarize not in BINARIZE_MODES:
-        raise UserInputError(
-            f"unknown binarize mode {config.binarize!r}; valid modes: {', '.join(BINARIZE_MODES)}"
-        )
-    decay = config.lr_decay
-    if not (isinstance(decay, (int, float)) and 0 < decay < 1):
-        raise UserInputError(f"lr_decay must be a number in (0, 1), got {decay!r}")
-    for name, valid in (
-        ("compile", COMPILE_MODES),
-        ("precision", PRECISIONS),
-        ("lr_schedule", LR_SCHEDULES),
-        ("pseudo_inputs", PSEUDO_INPUTS),
-        ("guide_scale", GUIDE_SCALES),
-    ):
-        _check_choice(name, getattr(config, name), valid)
     if config.pseudo_inputs != "free" and config.prior != "vamp":
         raise UserInputError(
             f"--pseudo-inputs {config.pseudo_inputs} shapes the vamp prior's pseudo-inputs, "
@@ -279,19 +295,6 @@ def validate(config: TrainConfig) -> None:
             f"--guide-scale {config.guide_scale} shapes the diag-normal guide's σ, and the "
             f"guide here is {' + '.join(sorted(families))}; give --guide diag-normal (and "
             "--top-guide diag-normal) or drop --guide-scale"
-        )
-    if config.device not in DEVICES:
-        raise UserInputError(
-            f"unknown device {config.device!r}; valid devices: {', '.join(DEVICES)}"
-        )
-    if config.checkpoint_minutes is not None and not (
-        isinstance(config.checkpoint_minutes, (int, float))
-        and math.isfinite(config.checkpoint_minutes)
-        and config.checkpoint_minutes >= 0
-    ):
-        raise UserInputError(
-            f"checkpoint_minutes must be a finite number >= 0 or None, "
-            f"got {config.checkpoint_minutes!r}"
         )
 
 

@@ -260,6 +260,36 @@ def previous_rows(section: str) -> dict[int, tuple[str, str]]:
     return {labels: (line, commands.get(labels, "")) for labels, line in lines.items()}
 
 
+def row_lines(
+    labels: int, args: argparse.Namespace, previous: dict[int, tuple[str, str]]
+) -> tuple[str, str, list[dict]]:
+    """One row's table line, its command line ("" where it has none) and its history ([]
+    where its run folder has not trained an epoch: the lines are then ``previous``'s where
+    it has them, else "not run yet")."""
+    run_dir = args.runs_dir / f"m2-{labels}"
+    published = PUBLISHED_ERROR.get(labels)
+    shown = "—" if published is None else f"{published:.2f}%"
+    history = read_history(run_dir) if (run_dir / "checkpoint.pt").is_file() else []
+    if len(history) < 2:
+        line, command = previous.get(
+            labels, (f"| {labels} | not run yet | | | | | | {shown} | |", "")
+        )
+        return line, command, []
+    last, config = history[-1], read_config(run_dir)
+    seconds = sum(row["seconds"] or 0.0 for row in history[1:])
+    error = 100 * last["test_error"]
+    valid = "—" if last.get("valid_error") is None else f"{100 * last['valid_error']:.2f}%"
+    difference = "" if published is None else f"{error - published:+.2f}"
+    alone = 100 * classifier_alone(labels, args)
+    line = (
+        f"| {labels} | {last['epoch']} of {config.epochs} | {seconds / 3600:.2f} h | "
+        f"{error:.2f}% | {valid} | {alone:.2f}% | {-last['test_elbo']:.2f} | {shown} | "
+        f"{difference} |"
+    )
+    command = shell_line(train_command(labels, Path("RUN"), _fresh(args)))
+    return line, f"- {labels} labels: `{command}`; {last['epoch']} epochs, {seconds:.0f} s", history
+
+
 def section_text(args: argparse.Namespace, previous: dict[int, tuple[str, str]]) -> str:
     """The RESULTS.md section: one table row per labelled-set size, the commands, a plot.
     A row without a run folder keeps its lines from ``previous`` (:func:`previous_rows`)."""
@@ -279,33 +309,13 @@ def section_text(args: argparse.Namespace, previous: dict[int, tuple[str, str]])
     ]
     details, histories, carried = [], {}, []
     for labels in sorted({*PUBLISHED_ERROR, *args.labels}):
-        run_dir = args.runs_dir / f"m2-{labels}"
-        published = PUBLISHED_ERROR.get(labels)
-        shown = "—" if published is None else f"{published:.2f}%"
-        history = read_history(run_dir) if (run_dir / "checkpoint.pt").is_file() else []
-        if len(history) < 2 and labels in previous:
-            line, command = previous[labels]
-            lines.append(line)
-            details += [command] if command else []
+        line, command, history = row_lines(labels, args, previous)
+        lines.append(line)
+        details += [command] if command else []
+        if history:
+            histories[labels] = history
+        elif labels in previous:
             carried.append(str(labels))
-            continue
-        if len(history) < 2:
-            lines.append(f"| {labels} | not run yet | | | | | | {shown} | |")
-            continue
-        histories[labels] = history
-        last, config = history[-1], read_config(run_dir)
-        seconds = sum(row["seconds"] or 0.0 for row in history[1:])
-        error = 100 * last["test_error"]
-        valid = "—" if last.get("valid_error") is None else f"{100 * last['valid_error']:.2f}%"
-        difference = "" if published is None else f"{error - published:+.2f}"
-        alone = 100 * classifier_alone(labels, args)
-        lines.append(
-            f"| {labels} | {last['epoch']} of {config.epochs} | {seconds / 3600:.2f} h | "
-            f"{error:.2f}% | {valid} | {alone:.2f}% | {-last['test_elbo']:.2f} | {shown} | "
-            f"{difference} |"
-        )
-        command = shell_line(train_command(labels, Path("RUN"), _fresh(args)))
-        details.append(f"- {labels} labels: `{command}`; {last['epoch']} epochs, {seconds:.0f} s")
     env = environment()
     details.append(f"- device: {env['device']}; {env['versions']}; written {env['date']}")
     if carried:
