@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import operator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -235,12 +236,13 @@ def _validate_numbers(config: TrainConfig) -> None:
             isinstance(value, (int, float)) and math.isfinite(value) and value > 0
         ):
             raise UserInputError(f"{name} must be a finite number > 0, got {value!r}")
-    for name, bound in (("clip_norm", "> 0"), ("checkpoint_minutes", ">= 0")):
+    for name, above, bound in (
+        ("clip_norm", operator.gt, "> 0"),
+        ("checkpoint_minutes", operator.ge, ">= 0"),
+    ):
         value = getattr(config, name)
         if value is not None and not (
-            isinstance(value, (int, float))
-            and math.isfinite(value)
-            and (value > 0 if bound == "> 0" else value >= 0)
+            isinstance(value, (int, float)) and math.isfinite(value) and above(value, 0)
         ):
             raise UserInputError(f"{name} must be a finite number {bound} or None, got {value!r}")
     valid = config.valid_size
@@ -289,7 +291,10 @@ def _validate_combinations(config: TrainConfig) -> None:
             f"--pseudo-inputs {config.pseudo_inputs} shapes the vamp prior's pseudo-inputs, "
             f"and --prior {config.prior} has none; give --prior vamp or drop --pseudo-inputs"
         )
-    families = {config.guide, config.top_guide or config.guide}
+    # The guide families built: hvae's top layer has its own (default: --guide's).
+    families = {config.guide}
+    if config.model == "hvae":
+        families.add(config.top_guide or config.guide)
     if config.guide_scale != "softplus" and families != {"diag-normal"}:
         raise UserInputError(
             f"--guide-scale {config.guide_scale} shapes the diag-normal guide's σ, and the "

@@ -247,6 +247,11 @@ def variant_table(variants: list[Variant], histories: dict[int, list[dict]]) -> 
     return lines
 
 
+def row_labels(args: argparse.Namespace) -> list[int]:
+    """The section's rows: the paper's labelled-set sizes and those asked for, in order."""
+    return sorted({*PUBLISHED_ERROR, *args.labels})
+
+
 def previous_rows(section: str) -> dict[int, tuple[str, str]]:
     """Each measured row's table line and command line in ``section`` (as RESULTS.md last
     gave it), by labels: kept for the rows whose run folder is gone, since the folders
@@ -308,7 +313,7 @@ def section_text(args: argparse.Namespace, previous: dict[int, tuple[str, str]])
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     details, histories, carried = [], {}, []
-    for labels in sorted({*PUBLISHED_ERROR, *args.labels}):
+    for labels in row_labels(args):
         line, command, history = row_lines(labels, args, previous)
         lines.append(line)
         details += [command] if command else []
@@ -417,7 +422,7 @@ def main(argv: list[str] | None = None) -> int:
     work = lambda labels, children: run_row(labels, args, children)  # noqa: E731
     children = run_rows(work, args.labels, args.jobs)
     old = args.results.read_text() if args.results.is_file() else ""
-    folders = [args.runs_dir / f"m2-{labels}" for labels in {*PUBLISHED_ERROR, *args.labels}]
+    folders = [args.runs_dir / f"m2-{labels}" for labels in row_labels(args)]
     if has_section(old, SECTION) and not any((f / "checkpoint.pt").is_file() for f in folders):
         # Run folders do not outlive a machine; a new one must not erase measured rows.
         print(f"no M2 run folder under {args.runs_dir}: {args.results} kept as it was")

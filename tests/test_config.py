@@ -74,3 +74,10 @@ def test_config_files_in_json_and_toml(tmp_path):
         read_config_file(tmp_path / "list.json")
     with pytest.raises(UserInputError, match="cannot read config file .*missing.json"):
         read_config_file(tmp_path / "missing.json")
+
+
+def test_guide_scale_asks_only_the_guide_families_the_model_builds():
+    """A single-layer model builds no top guide, so --top-guide cannot refuse the scale."""
+    validate(TrainConfig(guide_scale="bounded-logvar", top_guide="iaf"))
+    with pytest.raises(UserInputError, match="the guide here is diag-normal \\+ iaf"):
+        validate(TrainConfig(model="hvae", guide_scale="bounded-logvar", top_guide="iaf"))
