@@ -36,6 +36,12 @@ class MLPDecoder(nn.Module):
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return self.net(z).unflatten(-1, self.param_shape)
 
+    def start_output_at(self, bias: torch.Tensor) -> None:
+        """Set the output layer's bias to ``bias`` (``param_shape``): what the decoder
+        outputs, before training, where its last hidden layer is zero."""
+        with torch.no_grad():
+            self.net[-1].bias.copy_(bias.reshape(-1))
+
 
 class ConvDecoder(nn.Module):
     """Convolutional decoder mirroring :class:`guides.encoders.ConvEncoder`: z -> linear ->

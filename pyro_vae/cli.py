@@ -21,9 +21,12 @@ from pyro_vae.config import (
     GUIDE_SCALES,
     LABELLED_WEIGHTINGS,
     LR_SCHEDULES,
+    OPTIMIZERS,
+    OUTPUT_BIASES,
     PRECISIONS,
     PSEUDO_INPUTS,
     RESUMABLE_CHANGES,
+    WEIGHT_INITS,
     TrainConfig,
     read_config_file,
     validate,
@@ -96,8 +99,8 @@ TRAIN_HELP = {
     "weights that start at 0.05 ± 0.01, as in the VampPrior authors' code",
     "prior_flow_depth": "number of affine autoregressive flows of the flow prior",
     "guide_scale": f"σ of the diag-normal guide ({_one_of(GUIDE_SCALES)}): softplus(a) + "
-    "1e-6, or exp(½ hardtanh(a, -6, 2)), log σ² bounded to [-6, 2] as in the VampPrior "
-    "authors' code",
+    "1e-6; exp(½ hardtanh(a, -6, 2)), log σ² bounded to [-6, 2] as in the VampPrior "
+    "authors' code; or exp(a), as in Burda et al.'s IWAE code",
     "guide_rank": "rank of the covariance factor of the lowrank-normal guide",
     "flow_depth": "number of flows of the iaf, planar, radial and spline guides",
     "flow_hidden_dims": "hidden widths of each flow's conditioning network",
@@ -109,9 +112,21 @@ TRAIN_HELP = {
     "the same with doubly reparameterized guide gradients, stl the ELBO with sticking-the-"
     "landing guide gradients",
     "num_particles": "particles per data point (vectorized); K of the iwae bound",
+    "weight_init": f"first weights of every linear and conv layer ({_one_of(WEIGHT_INITS)}): "
+    "torch's defaults; he-normal, N(0, 2/fan_in) with torch's biases (the VampPrior "
+    "authors' code); glorot-uniform, U(±√(6/(fan_in + fan_out))) with zero biases (Burda "
+    "et al.'s IWAE code)",
+    "output_bias": f"the decoder's output bias at the start ({_one_of(OUTPUT_BIASES)}): "
+    "torch's, or data-logit, the logit of each pixel's mean over the training images "
+    "(Burda et al.'s IWAE code; mlp and gated-mlp decoders, bernoulli likelihood)",
+    "optimizer": f"the update ({_one_of(OPTIMIZERS)}); adam-normgrad divides each "
+    "parameter tensor's gradient by its L2 norm before Adam, as the VampPrior authors' "
+    "AdamNormGrad does",
     "lr": "Adam learning rate (the initial one under --lr-schedule)",
     "adam_eps": "Adam's ε, added to the root of the second moment (torch's default 1e-8; "
     "Burda et al.'s IWAE code uses 1e-4)",
+    "adam_beta1": "Adam's β1, the decay of the gradient's running mean (torch's default "
+    "0.9; Burda et al.'s IWAE code uses 0.99)",
     "lr_schedule": f"learning rate per epoch ({_one_of(LR_SCHEDULES)}); exponential: "
     "× --lr-decay every epoch; burda: Burda et al. 2015's 3^i epochs at lr·10^(-i/7), "
     "i = 0..7; plateau: × --lr-decay after --lr-patience epochs without a better "

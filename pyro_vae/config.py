@@ -21,7 +21,10 @@ DEVICES = ("auto", "cpu", "cuda")
 COMPILE_MODES = ("jit", "eager")  # pyro_vae.compiled
 PRECISIONS = ("fp32", "bf16")  # their dtypes: pyro_vae.nn.AUTOCAST_DTYPES
 PSEUDO_INPUTS = ("free", "hardtanh")  # the vamp prior's pseudo-inputs: models.priors.VampPrior
-GUIDE_SCALES = ("softplus", "bounded-logvar")  # diag-normal's σ: pyro_vae.nn.SCALE_LINKS
+GUIDE_SCALES = ("softplus", "bounded-logvar", "exp")  # diag-normal's σ: pyro_vae.nn.SCALE_LINKS
+WEIGHT_INITS = ("torch", "he-normal", "glorot-uniform")  # pyro_vae.nn.WEIGHT_INITS
+OPTIMIZERS = ("adam", "adam-normgrad")  # pyro_vae.svi.OPTIMIZERS
+OUTPUT_BIASES = ("torch", "data-logit")  # the mlp decoders' output bias, at the start
 LR_SCHEDULES = ("constant", "exponential", "burda", "plateau")  # pyro_vae.schedules
 LABELLED_WEIGHTINGS = ("batch", "data")  # m2: pyro_vae.semisupervised.labelled_scale
 # config.model and config.dataset of a run trained from a user's own pair and tensor of
@@ -74,7 +77,7 @@ class TrainConfig:
     classifier_weight: float | None = None  # m2: α of α·log q(y|x); None: 0.1·N/labels
     labelled_weighting: str | None = None  # m2: batch (None) or data; LABELLED_WEIGHTINGS
     # options of particular guide families
-    guide_scale: str = "softplus"  # diag-normal: σ = softplus(a) or exp(½ hardtanh(a, -6, 2))
+    guide_scale: str = "softplus"  # diag-normal: softplus(a), exp(½ hardtanh(a, -6, 2)), exp(a)
     guide_rank: int = 4  # lowrank-normal
     flow_depth: int = 4  # iaf, planar, radial, spline
     flow_hidden_dims: list[int] = field(default_factory=lambda: [64])
@@ -84,8 +87,12 @@ class TrainConfig:
     num_particles: int = 1
     beta: float = 1.0  # weight of the KL term (β-VAE); its final value under warm-up
     kl_warmup_epochs: int = 0  # β rises linearly to ``beta`` over this many epochs (0: no rise)
+    weight_init: str = "torch"  # torch's own, he-normal (VampPrior code), glorot-uniform (IWAE)
+    output_bias: str = "torch"  # data-logit: decoder's output bias = logit of pixel means
+    optimizer: str = "adam"  # or adam-normgrad: each tensor's gradient / its L2 norm first
     lr: float = 1e-3
     adam_eps: float = 1e-8  # Adam's ε (torch's default); Burda et al.'s code: 1e-4
+    adam_beta1: float = 0.9  # Adam's β1 (torch's default); Burda et al.'s code: 0.99
     lr_schedule: str = "constant"  # per epoch: exponential, burda (stepped), plateau
     lr_decay: float = 0.95  # γ of exponential; the factor of plateau
     lr_patience: int = 10  # plateau: epochs without a better validation ELBO before a cut
@@ -251,6 +258,9 @@ def _validate_numbers(config: TrainConfig) -> None:
     decay = config.lr_decay
     if not (isinstance(decay, (int, float)) and 0 < decay < 1):
         raise UserInputError(f"lr_decay must be a number in (0, 1), got {decay!r}")
+    beta1 = config.adam_beta1
+    if isinstance(beta1, bool) or not (isinstance(beta1, (int, float)) and 0 <= beta1 < 1):
+        raise UserInputError(f"adam_beta1 must be a number in [0, 1), got {beta1!r}")
 
 
 def _validate_choices(config: TrainConfig) -> None:
@@ -265,6 +275,9 @@ def _validate_choices(config: TrainConfig) -> None:
         ("lr_schedule", LR_SCHEDULES),
         ("pseudo_inputs", PSEUDO_INPUTS),
         ("guide_scale", GUIDE_SCALES),
+        ("weight_init", WEIGHT_INITS),
+        ("optimizer", OPTIMIZERS),
+        ("output_bias", OUTPUT_BIASES),
     ):
         _check_choice(name, getattr(config, name), valid)
     if config.device not in DEVICES:
@@ -300,6 +313,20 @@ def _validate_combinations(config: TrainConfig) -> None:
             f"--guide-scale {config.guide_scale} shapes the diag-normal guide's σ, and the "
             f"guide here is {' + '.join(sorted(families))}; give --guide diag-normal (and "
             "--top-guide diag-normal) or drop --guide-scale"
+        )
+    _validate_output_bias(config)
+
+
+def _validate_output_bias(config: TrainConfig) -> None:
+    """data-logit sets one logit per pixel: the mlp decoders' output under a Bernoulli."""
+    if config.output_bias == "torch":
+        return
+    if config.decoder not in ("mlp", "gated-mlp") or config.likelihood != "bernoulli":
+        raise UserInputError(
+            f"--output-bias {config.output_bias} starts the decoder's output at the logit of "
+            "each pixel's mean, which needs an mlp or gated-mlp decoder and the bernoulli "
+            f"likelihood, not --decoder {config.decoder} with --likelihood "
+            f"{config.likelihood}; change those or drop --output-bias"
         )
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
 import torch
 from torch import nn
@@ -45,7 +47,66 @@ def bounded_log_variance_scale(
 
 
 # How a guide turns its network's raw output into a scale σ: config.guide_scale
-SCALE_LINKS = {"softplus": positive, "bounded-logvar": bounded_log_variance_scale}
+# exp: σ = exp(a), unbounded, as in Burda et al.'s code (iwae.py, GaussianSampler.random).
+SCALE_LINKS = {
+    "softplus": positive,
+    "bounded-logvar": bounded_log_variance_scale,
+    "exp": torch.exp,
+}
+
+
+# Layers whose weights a scheme of WEIGHT_INITS redraws: each has a weight of shape
+# (out, in, *kernel) (in, out, *kernel for a transposed conv) and a bias.
+_WEIGHTED_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose2d)
+
+
+def he_normal(shape: torch.Size, generator: torch.Generator) -> torch.Tensor:
+    """N(0, 2/fan_in) weights, fan_in = the elements of ``weight[0]`` (torch's convention,
+    also for a transposed conv): He et al. (2015, "Delving Deep into Rectifiers", eq. 10),
+    which keeps the variance of activations through ReLU layers."""
+    fan_in = math.prod(shape[1:])
+    return torch.randn(shape, generator=generator) * math.sqrt(2.0 / fan_in)
+
+
+def glorot_uniform(shape: torch.Size, generator: torch.Generator) -> torch.Tensor:
+    """U(−a, a) weights, a = √(6 / (fan_in + fan_out)): Glorot & Bengio (2010, eq. 16),
+    which keeps activations' and gradients' variances through tanh layers."""
+    fan_in, fan_out = math.prod(shape[1:]), shape[0] * math.prod(shape[2:])
+    bound = math.sqrt(6.0 / (fan_in + fan_out))
+    return (2 * torch.rand(shape, generator=generator) - 1) * bound
+
+
+class WeightInit(NamedTuple):
+    draw: Callable[[torch.Size, torch.Generator], torch.Tensor]
+    zero_biases: bool  # else torch's biases (uniform in ±1/√fan_in) stay
+
+
+# The first weights of config.weight_init; "torch" (None) keeps torch's own
+# (Kaiming-uniform with a = √5). The VampPrior authors' code draws he-normal weights and
+# keeps torch's biases (utils/nn.py, he_init); Burda et al.'s draws glorot-uniform ones
+# with zero biases (nnet.py, Linear.random).
+WEIGHT_INITS = {
+    "torch": None,
+    "he-normal": WeightInit(he_normal, zero_biases=False),
+    "glorot-uniform": WeightInit(glorot_uniform, zero_biases=True),
+}
+
+
+def initialize_weights(network: nn.Module, scheme: str, seed: int) -> None:
+    """Redraw the weight of every linear and conv layer of ``network`` by ``scheme``
+    (:data:`WEIGHT_INITS`), from a generator seeded with ``seed``: the same weights on
+    every device and every rank, and no draw from the global stream. Biases are zeroed
+    or kept as the scheme says; every other parameter (pseudo-inputs, say) stays as built."""
+    init = WEIGHT_INITS[scheme]
+    if init is None:
+        return
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for layer in network.modules():  # a shared layer once
+            if isinstance(layer, _WEIGHTED_LAYERS):
+                layer.weight.copy_(init.draw(layer.weight.shape, generator))
+                if init.zero_biases and layer.bias is not None:
+                    layer.bias.zero_()
 
 
 class GatedDense(nn.Module):

@@ -200,6 +200,13 @@ def pair_config(config: TrainConfig) -> TrainConfig:
             f"precision {config.precision!r} applies to the registry's networks; a user "
             "pair trains in fp32 (use torch.autocast inside your own networks)"
         )
+    for name in ("weight_init", "output_bias"):
+        if getattr(config, name) != "torch":
+            raise UserInputError(
+                f"{name} {getattr(config, name)!r} applies to the registry's networks; a "
+                "user pair starts from the parameters it is given (initialize your own "
+                "networks as you build them)"
+            )
     return config
 
 

@@ -33,14 +33,47 @@ class NonFiniteLossError(UserInputError):
     """Training produced a NaN or infinite loss or gradient; the last good checkpoint is kept."""
 
 
-def adam(parameters: list[torch.Tensor], lr: float, eps: float = 1e-8) -> torch.optim.Adam:
+class AdamNormGrad(torch.optim.Adam):
+    """Adam on normalized gradients: each parameter tensor's gradient g is replaced by
+    g / (‖g‖₂ + 1e-7) before the Adam update, so a tensor's update no longer depends on how
+    large its gradient is at this step relative to earlier ones (Adam alone is invariant
+    only to a scale that stays fixed).
+
+    The optimizer of the VampPrior authors' code (Tomczak & Welling 2018,
+    github.com/jmtomczak/vae_vampprior, utils/optimizer.py), with torch's Adam after the
+    division. Its state is Adam's, so a checkpoint of one loads into the other.
+    """
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], float] | None = None) -> float | None:
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is not None:
+                    p.grad.div_(torch.linalg.vector_norm(p.grad) + 1e-7)
+        return super().step(closure)
+
+
+OPTIMIZERS = {"adam": torch.optim.Adam, "adam-normgrad": AdamNormGrad}  # config.optimizer
+
+
+def adam(
+    parameters: list[torch.Tensor],
+    lr: float,
+    eps: float = 1e-8,
+    variant: str = "adam",
+    beta1: float = 0.9,
+) -> torch.optim.Adam:
     """One Adam over all parameters of model and guide: torch's fused kernel (the whole
     update of a tensor in one pass), or the foreach form where the device has none. ``eps``
-    is added to √v̂ in the step's denominator."""
+    is added to √v̂ in the step's denominator, ``beta1`` is the first moment's decay (β2
+    stays 0.999); ``variant`` names an entry of :data:`OPTIMIZERS` (Adam, or Adam on
+    normalized gradients)."""
+    kind = OPTIMIZERS[variant]
+    options = dict(lr=lr, eps=eps, betas=(beta1, 0.999))
     try:
-        return torch.optim.Adam(parameters, lr=lr, eps=eps, fused=True)
+        return kind(parameters, **options, fused=True)
     except RuntimeError:
-        return torch.optim.Adam(parameters, lr=lr, eps=eps, foreach=True)
+        return kind(parameters, **options, foreach=True)
 
 
 def nonfinite_flag(loss: torch.Tensor, grads: list[torch.Tensor]) -> torch.Tensor:

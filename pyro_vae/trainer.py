@@ -65,6 +65,7 @@ from pyro_vae.data import ImageData, TrainingBatches
 from pyro_vae.distributed import ProcessGroup, is_restart, process_group
 from pyro_vae.errors import UserInputError
 from pyro_vae.evaluation import elbo_terms, fixed_seed, stream_seed
+from pyro_vae.nn import initialize_weights
 from pyro_vae.objectives import LatentScale, warmup_beta
 from pyro_vae.registry import make_elbo
 from pyro_vae.run import (
@@ -330,6 +331,21 @@ def build_loss(
         return training_loss(objective, *program, check_batch, named, config.compile, constants)
 
 
+def start_networks(
+    config: TrainConfig, model: nn.Module, guide: nn.Module, train_images: torch.Tensor
+) -> None:
+    """A new run's first weights where ``config`` asks for other than torch's: the
+    ``weight_init`` scheme in every layer, then, for ``output_bias`` data-logit, the
+    decoder's output bias at logit(mean training pixel), clipped to [0.001, 0.999] as in
+    Burda et al.'s code (datasets.py, get_train_bias_np): the untrained decoder then
+    draws each pixel at its average rate rather than at ½."""
+    pair = nn.ModuleDict({"model": model, "guide": guide})
+    initialize_weights(pair, config.weight_init, config.seed)
+    if config.output_bias == "data-logit":  # the splits hold grey values 0..255
+        mean = (train_images.float().mean(0) / 255).clamp(0.001, 0.999)
+        model.decoder.start_output_at(torch.logit(mean))
+
+
 @dataclass
 class Trainer:
     """One training run, prepared (:meth:`prepare`) and then trained (:meth:`fit`)."""
@@ -415,6 +431,8 @@ class Trainer:
                 run_dir / CONFIG_NAME, json.dumps(config.to_dict(), indent=2) + "\n"
             )
 
+        if state is None:  # a resumed run's parameters come from its checkpoint
+            start_networks(config, model, guide, data.train)
         device = data.device
         generator = torch.Generator(device=device).manual_seed(config.seed)
         binarizer = torch.Generator(device=device) if group.is_parallel else generator
@@ -427,7 +445,9 @@ class Trainer:
         loss, compile_mode = build_loss(config, data, model, guide, warmup, check_batch)
         step_loss = group.loss_module(loss, model, guide, check_batch)
         named = nn.ModuleDict({"model": model, "guide": guide}).parameters()
-        optimizer = adam(list(named), config.lr, config.adam_eps)  # shared parameters once
+        optimizer = adam(  # shared parameters once
+            list(named), config.lr, config.adam_eps, config.optimizer, config.adam_beta1
+        )
         schedule = CheckpointSchedule(
             config.checkpoint_every, config.checkpoint_minutes, config.epochs
         )

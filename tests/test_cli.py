@@ -119,7 +119,16 @@ def test_a_user_pair_run_is_refused_by_evaluate_in_one_line(tmp_path, capsys):
         (["train", "--prior", "vamp", "--guide", "planar"], "planar and radial flows cannot"),
         (["train", "--pseudo-inputs", "hardtanh"], "give --prior vamp or drop --pseudo-inputs"),
         (["train", "--prior", "vamp", "--pseudo-inputs", "tanh"], "valid values: free, hardtanh"),
-        (["train", "--guide-scale", "exp"], "valid values: softplus, bounded-logvar"),
+        (["train", "--guide-scale", "tanh"], "valid values: softplus, bounded-logvar, exp"),
+        (["train", "--adam-beta1", "1"], "adam_beta1 must be a number in [0, 1), got 1.0"),
+        (["train", "--output-bias", "zero"], "valid values: torch, data-logit"),
+        (["train", "--output-bias", "data-logit", "--decoder", "conv"], "not --decoder conv"),
+        (
+            ["train", "--output-bias", "data-logit", "--likelihood", "gaussian"],
+            "needs an mlp or gated-mlp decoder and the bernoulli likelihood",
+        ),
+        (["train", "--weight-init", "xavier"], "unknown weight_init 'xavier'; valid values"),
+        (["train", "--optimizer", "sgd"], "valid values: adam, adam-normgrad"),
         (["train", "--guide", "iaf", "--guide-scale", "bounded-logvar"], "the guide here is iaf"),
         (
             ["train", "--model", "hvae", "--top-guide", "iaf", "--guide-scale", "bounded-logvar"],

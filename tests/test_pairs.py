@@ -175,6 +175,8 @@ def test_a_user_pair_run_folder_says_how_it_is_loaded(tmp_path, trained_run):
     "changes, images, message",
     [
         ({"precision": "bf16"}, None, "precision 'bf16' applies to the registry's networks"),
+        ({"weight_init": "he-normal"}, None, "weight_init 'he-normal' applies to the registry"),
+        ({"output_bias": "data-logit"}, None, "output_bias 'data-logit' applies to the regis"),
         ({"binarize": "static"}, None, "binarize 'static' is not offered"),
         ({"binarize": "dynamic"}, "grey", "needs values in \\[0, 1\\]"),
         ({"valid_size": 300}, None, "valid_size 300 leaves none of the 300 images"),

@@ -36,27 +36,48 @@ def test_every_row_is_a_valid_train_command(reproduce, tmp_path):
         assert command[3] == "train" and "--resume" not in command
         config = train_config_from_args(build_parser().parse_args(command[3:]))
         assert config.dataset == "mnist" and config.binarize is None  # dynamic, the default
-        expected = {"A": "trace", "B": "iwae", "C": "iwae-dreg", "F1": "iwae"}
+        expected = {"A": "trace", "Ab": "trace", "B": "iwae", "C": "iwae-dreg", "F1": "iwae"}
         assert config.elbo == expected.get(row.key, config.elbo)
-        if row.key in ("A", "B", "C", "F1"):  # Burda et al.'s network and schedule
+        if row.key in ("A", "Ab", "B", "C", "F1"):  # Burda et al.'s network and schedule
             assert (config.latent_dim, config.hidden_dims) == (50, [200, 200])
             assert (config.activation, config.batch_size, config.valid_size) == ("tanh", 20, 0)
             assert (config.lr_schedule, config.epochs) == ("burda", 3280)
             assert config.adam_eps == 1e-4  # their code's Adam
+            burda = row.key == "Ab"  # and the rest of their code's choices
+            assert config.weight_init == ("glorot-uniform" if burda else "torch")
+            assert config.output_bias == ("data-logit" if burda else "torch")
+            assert config.guide_scale == ("exp" if burda else "softplus")
+            assert config.adam_beta1 == (0.99 if burda else 0.9)
         else:  # Tomczak & Welling's
             assert config.adam_eps == 1e-8  # torch's default
             assert (config.prior, config.prior_components, config.lr) == ("vamp", 500, 5e-4)
             assert (config.kl_warmup_epochs, config.early_stopping) == (100, 50)
             # Row Dh is row D with the authors' clamped pseudo-inputs, and only that; row Dv
-            # is row Dh with the authors' bounded log-variance of q(z|x), and only that.
-            assert config.pseudo_inputs == ("hardtanh" if row.key in ("Dh", "Dv") else "free")
-            assert config.guide_scale == ("bounded-logvar" if row.key == "Dv" else "softplus")
+            # is row Dh with the authors' bounded log-variance of q(z|x), and only that; row
+            # Da is row Dv with the authors' initialization and optimizer.
+            authors = row.key in ("Dh", "Dv", "Da")
+            assert config.pseudo_inputs == ("hardtanh" if authors else "free")
+            bounded = row.key in ("Dv", "Da")
+            assert config.guide_scale == ("bounded-logvar" if bounded else "softplus")
+            assert config.weight_init == ("he-normal" if row.key == "Da" else "torch")
+            assert config.optimizer == ("adam-normgrad" if row.key == "Da" else "adam")
     rows = reproduce.ROWS
     added = {key: [f for f in rows[key].flags if f not in rows[base].flags]
-             for key, base in (("Dh", "D"), ("Dv", "Dh"))}  # fmt: skip
+             for key, base in (("Dh", "D"), ("Dv", "Dh"), ("Da", "Dv"), ("Ab", "A"))}  # fmt: skip
     assert added == {
         "Dh": ["--pseudo-inputs", "hardtanh"],
         "Dv": ["--guide-scale", "bounded-logvar"],
+        "Da": ["--weight-init", "he-normal", "--optimizer", "adam-normgrad"],
+        "Ab": [
+            "--weight-init",
+            "glorot-uniform",
+            "--output-bias",
+            "data-logit",
+            "--guide-scale",
+            "exp",
+            "--adam-beta1",
+            "0.99",
+        ],
     }
 
 

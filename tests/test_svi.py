@@ -178,11 +178,53 @@ def test_the_optimizer_is_one_fused_adam_where_torch_has_one():
     assert optimizer.defaults["eps"] == 1e-8  # torch's own default
 
 
-def test_adam_eps_reaches_the_optimizer_and_its_checkpoint(tmp_path):
-    """--adam-eps is Adam's ε: the run's optimizer has it, and its checkpoint keeps it."""
-    train(small_config(epochs=1, adam_eps=1e-4), run_dir=tmp_path / "run", progress=False)
+def test_adam_eps_and_beta1_reach_the_optimizer_and_its_checkpoint(tmp_path):
+    """--adam-eps is Adam's ε, --adam-beta1 its β1: the run's optimizer has them, and its
+    checkpoint keeps them."""
+    config = small_config(epochs=1, adam_eps=1e-4, adam_beta1=0.99)
+    train(config, run_dir=tmp_path / "run", progress=False)
     state = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
-    assert {group["eps"] for group in state["optimizer"]["param_groups"]} == {1e-4}
+    groups = state["optimizer"]["param_groups"]
+    assert {(group["eps"], tuple(group["betas"])) for group in groups} == {(1e-4, (0.99, 0.999))}
+
+
+def test_adam_normgrad_is_adam_on_each_tensors_unit_gradient():
+    """AdamNormGrad's steps are torch's Adam's on g / (‖g‖₂ + 1e-7), tensor by tensor; so
+    scaling one tensor's gradient by a different factor at each step changes nothing."""
+    from pyro_vae.svi import adam
+
+    torch.manual_seed(0)
+    start = [torch.randn(4, 3), torch.randn(7)]
+    ours = [torch.nn.Parameter(t.clone()) for t in start]
+    reference = [torch.nn.Parameter(t.clone()) for t in start]
+    normgrad = adam(ours, 1e-2, variant="adam-normgrad")
+    plain = torch.optim.Adam(reference, lr=1e-2, fused=True)
+    for step in range(5):
+        grads = [torch.randn(4, 3), torch.randn(7)]
+        for p, g, scale in zip(ours, grads, (10.0**step, 10.0**-step)):
+            p.grad = g * scale
+        for p, g in zip(reference, grads):
+            p.grad = g / (torch.linalg.vector_norm(g) + 1e-7)
+        normgrad.step()
+        plain.step()
+        for a, b in zip(ours, reference):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)  # rounding of g·scale
+    assert normgrad.defaults["fused"] is True
+
+
+def test_adam_normgrad_runs_resume_bit_for_bit_and_differ_from_adam(tmp_path):
+    """--optimizer reaches training: a run with adam-normgrad, stopped and resumed, is
+    the uninterrupted one to the bit (the resumed run rebuilds the same optimizer), and it
+    is not the plain Adam run."""
+    straight = train(small_config(optimizer="adam-normgrad"), tmp_path / "a", progress=False)
+    train(small_config(epochs=1, optimizer="adam-normgrad"), tmp_path / "b", progress=False)
+    extended = small_config(epochs=2, optimizer="adam-normgrad")
+    resumed = train(extended, tmp_path / "b", progress=False, resume=True)
+    assert resumed.config.optimizer == "adam-normgrad"
+    for name, value in straight.guide.state_dict().items():
+        assert torch.equal(value, resumed.guide.state_dict()[name]), name
+    adam_run = train(small_config(), tmp_path / "c", progress=False)
+    assert straight.history[-1]["test_elbo"] != adam_run.history[-1]["test_elbo"]
 
 
 def defer_on_the_cpu(monkeypatch):
