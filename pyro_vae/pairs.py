@@ -189,24 +189,32 @@ def tensor_data(
     )
 
 
+# Fields that shape the registry's networks, with the only value a user pair takes and what
+# to do instead.
+_STARTS_AS_GIVEN = (
+    "a user pair starts from the parameters it is given (initialize your own networks as "
+    "you build them)"
+)
+REGISTRY_NETWORK_FIELDS = {
+    "precision": (
+        "fp32",
+        "a user pair trains in fp32 (use torch.autocast inside your own networks)",
+    ),
+    "weight_init": ("torch", _STARTS_AS_GIVEN),
+    "output_bias": ("torch", _STARTS_AS_GIVEN),
+}
+
+
 def pair_config(config: TrainConfig) -> TrainConfig:
     """``config`` as a user pair's run stores it, checked (no validation split unless asked)."""
     values = {**config.to_dict(), "model": USER_PAIR, "dataset": USER_TENSOR}
     values["valid_size"] = values["valid_size"] or 0
     config = TrainConfig.from_dict(values)
     validate(config)
-    if config.precision != "fp32":
-        raise UserInputError(
-            f"precision {config.precision!r} applies to the registry's networks; a user "
-            "pair trains in fp32 (use torch.autocast inside your own networks)"
-        )
-    for name in ("weight_init", "output_bias"):
-        if getattr(config, name) != "torch":
-            raise UserInputError(
-                f"{name} {getattr(config, name)!r} applies to the registry's networks; a "
-                "user pair starts from the parameters it is given (initialize your own "
-                "networks as you build them)"
-            )
+    for name, (default, instead) in REGISTRY_NETWORK_FIELDS.items():
+        value = getattr(config, name)
+        if value != default:
+            raise UserInputError(f"{name} {value!r} applies to the registry's networks; {instead}")
     return config
 
 

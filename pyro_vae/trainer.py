@@ -331,19 +331,16 @@ def build_loss(
         return training_loss(objective, *program, check_batch, named, config.compile, constants)
 
 
-def start_networks(
-    config: TrainConfig, model: nn.Module, guide: nn.Module, train_images: torch.Tensor
-) -> None:
+def start_networks(config: TrainConfig, pair: nn.ModuleDict, train_images: torch.Tensor) -> None:
     """A new run's first weights where ``config`` asks for other than torch's: the
     ``weight_init`` scheme in every layer, then, for ``output_bias`` data-logit, the
     decoder's output bias at logit(mean training pixel), clipped to [0.001, 0.999] as in
     Burda et al.'s code (datasets.py, get_train_bias_np): the untrained decoder then
-    draws each pixel at its average rate rather than at ½."""
-    pair = nn.ModuleDict({"model": model, "guide": guide})
+    draws each pixel at its average rate rather than at ½. ``pair``: {"model", "guide"}."""
     initialize_weights(pair, config.weight_init, config.seed)
     if config.output_bias == "data-logit":  # the splits hold grey values 0..255
         mean = (train_images.float().mean(0) / 255).clamp(0.001, 0.999)
-        model.decoder.start_output_at(torch.logit(mean))
+        pair["model"].decoder.start_output_at(torch.logit(mean))
 
 
 @dataclass
@@ -431,8 +428,9 @@ class Trainer:
                 run_dir / CONFIG_NAME, json.dumps(config.to_dict(), indent=2) + "\n"
             )
 
+        pair = nn.ModuleDict({"model": model, "guide": guide})
         if state is None:  # a resumed run's parameters come from its checkpoint
-            start_networks(config, model, guide, data.train)
+            start_networks(config, pair, data.train)
         device = data.device
         generator = torch.Generator(device=device).manual_seed(config.seed)
         binarizer = torch.Generator(device=device) if group.is_parallel else generator
@@ -444,9 +442,12 @@ class Trainer:
         check_batch = batches.batch(first, own, own, group.shard)
         loss, compile_mode = build_loss(config, data, model, guide, warmup, check_batch)
         step_loss = group.loss_module(loss, model, guide, check_batch)
-        named = nn.ModuleDict({"model": model, "guide": guide}).parameters()
         optimizer = adam(  # shared parameters once
-            list(named), config.lr, config.adam_eps, config.optimizer, config.adam_beta1
+            list(pair.parameters()),
+            config.lr,
+            eps=config.adam_eps,
+            variant=config.optimizer,
+            beta1=config.adam_beta1,
         )
         schedule = CheckpointSchedule(
             config.checkpoint_every, config.checkpoint_minutes, config.epochs
