@@ -1,3 +1,6 @@
+import importlib.util
+import sys
+import types
 from pathlib import Path
 
 import pyro
@@ -8,6 +11,18 @@ from pyro_vae import TrainConfig, train
 # The shared MNIST copy beside the checkout (and in CI): ../shared/data/MNIST/raw.
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 MNIST_RAW = SHARED_DATA / "MNIST" / "raw"
+
+SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
+
+
+def load_script(name: str) -> types.ModuleType:
+    """``scripts/<name>.py`` as a module (scripts/ is not a package)."""
+    spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
 
 needs_mnist = pytest.mark.skipif(
     not (MNIST_RAW / "train-images-idx3-ubyte").is_file(),

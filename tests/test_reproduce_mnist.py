@@ -3,30 +3,22 @@
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import json
 import re
 import shutil
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 
 from pyro_vae.cli import build_parser, train_config_from_args
 from pyro_vae.run import read_config, read_history
+from tests.conftest import load_script
 from tests.test_compare import write_per_image
-
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "reproduce_mnist.py"
 
 
 @pytest.fixture(scope="module")
 def reproduce():
-    spec = importlib.util.spec_from_file_location("reproduce_mnist", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
+    return load_script("reproduce_mnist")
 
 
 def test_every_row_is_a_valid_train_command(reproduce, tmp_path):

@@ -3,30 +3,18 @@ section, which reproduce_mnist.py keeps when it rewrites the file."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
 from pyro_vae.cli import build_parser, train_config_from_args
-
-SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
-
-
-def load(name: str):
-    spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
+from tests.conftest import load_script
 
 
 @pytest.fixture(scope="module")
 def semisupervised():
-    return load("semisupervised_mnist")
+    return load_script("semisupervised_mnist")
 
 
 def test_every_row_is_kingmas_m2(semisupervised, tmp_path):
@@ -83,7 +71,7 @@ def test_small_run_writes_its_section_and_reproduce_mnist_keeps_it(semisupervise
     mine, theirs = (float(cell.rstrip("%")) for cell in cells[7].split(" / "))
     assert mine == error and float(cells[8]) == pytest.approx(mine - theirs, abs=0.011)
     # reproduce_mnist.py rewrites the file around it
-    reproduce = load("reproduce_mnist")
+    reproduce = load_script("reproduce_mnist")
     figures = ["--figures-dir", str(tmp_path / "figures"), "--notes", str(tmp_path / "no.md")]
     runs = ["--runs-dir", str(tmp_path / "mnist"), "--results", str(results)]
     assert reproduce.main(["--rows", "A", "--max-minutes", "0", *runs, *figures]) == 0
