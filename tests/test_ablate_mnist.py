@@ -26,8 +26,9 @@ def config_of(module, row, tmp_path: Path, argv: list[str] = ()):
 
 
 def test_variants_split_row_abs_choices_between_them(ablate, tmp_path):
-    """A-beta1 and A-init each differ from row A in their own fields only, together in
-    exactly those where row Ab differs, and all stop at the same epoch of the schedule."""
+    """A-eps, A-beta1 and A-init each differ from row A in their own fields only; A-beta1
+    and A-init together in exactly those where row Ab differs; all stop at the same epoch
+    of the schedule."""
     a = config_of(ablate, ablate.A, tmp_path)
     assert a.epochs == 364  # the end of stage i = 5: every variant ends at lr 1e-3·10^(-5/7)
     ab = config_of(ablate, ablate.ROWS["Ab"], tmp_path)
@@ -38,6 +39,10 @@ def test_variants_split_row_abs_choices_between_them(ablate, tmp_path):
         for key, v in ablate.VARIANTS.items()
     }
     assert fields["A"] == set()
+    assert (
+        fields["A-eps"] == {"adam_eps"}
+        and config_of(ablate, ablate.VARIANTS["A-eps"], tmp_path).adam_eps == 1e-8
+    )
     assert fields["A-beta1"] == {"adam_beta1"}
     assert fields["A-init"] == {"weight_init", "output_bias", "guide_scale"}
     ab_fields = {change.split(":")[0] for change in differing_fields(a, ab, ignore=("epochs",))}
@@ -62,7 +67,7 @@ def test_small_scale_run_reports_and_reproduce_mnist_keeps_the_section(ablate, t
     text = results.read_text()
     number = r"-?\d+\.\d\d"
     assert re.search(rf"\| A \| .* \| 2 \| {number} \(sd \d\.\d\d\) \|  \| \d+\.\d\d ± ", text)
-    for key in ("A-beta1", "A-init"):  # each with its paired NLL difference from A
+    for key in ("A-eps", "A-beta1", "A-init"):  # each with its paired NLL difference from A
         assert re.search(
             rf"\| {key} \| .* \| [+-]\d+\.\d\d \| \d+\.\d\d ± \d+\.\d\d \| [+-]\d", text
         )
