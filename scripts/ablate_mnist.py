@@ -139,6 +139,7 @@ def section_text(args: argparse.Namespace) -> str:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     add_run_options(parser, Path.home() / "pyro-vae-runs" / "ablation")
     parser.set_defaults(epochs=364, jobs=1)
     parser.add_argument("--num-samples", type=int, default=5000)
@@ -157,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     args.runs_dir.mkdir(parents=True, exist_ok=True)
     work = lambda variant, children: run_row(variant, args, children)  # noqa: E731
-    children = run_rows(work, list(VARIANTS.values()), args.jobs)
+    children = run_rows(work, [VARIANTS[key] for key in args.variants], args.jobs)
     old = args.results.read_text() if args.results.is_file() else ""
     if has_section(old, SECTION) and not (args.runs_dir / A.key / "checkpoint.pt").is_file():
         print(f"no run of row A under {args.runs_dir}: {args.results} kept as it was")

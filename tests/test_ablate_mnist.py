@@ -62,8 +62,13 @@ def test_small_scale_run_reports_and_reproduce_mnist_keeps_the_section(ablate, t
             "--max-images", "10", "--max-minutes", "5", "--runs-dir", str(runs),
             "--results", str(results), "--figures-dir", str(figures),
             "--reference-run", str(runs / "A-init")]  # fmt: skip
+    assert ablate.main([*argv, "--variants", "A"]) == 0  # --variants: those alone
+    out = capsys.readouterr().out
+    assert "row A: evaluated epoch 2" in out and "A-eps" not in out
     assert ablate.main(argv) == 0
-    assert "row A-beta1: evaluated epoch 2" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "row A: evaluation of epoch 2 is current" in out
+    assert "row A-beta1: evaluated epoch 2" in out
     text = results.read_text()
     number = r"-?\d+\.\d\d"
     assert re.search(rf"\| A \| .* \| 2 \| {number} \(sd \d\.\d\d\) \|  \| \d+\.\d\d ± ", text)
