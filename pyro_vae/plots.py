@@ -102,7 +102,7 @@ def save_overlaid_curves(histories: dict[str, list[dict]], path: Path) -> None:
                 ax.plot(*zip(*points), style, marker="o", markersize=2, label=label + suffix)
                 break
     ax.set_xlabel("epoch")
-    ax.set_ylabel("validation ELBO (nats per image)")
+    ax.set_ylabel("ELBO, nats per image (validation; test where marked)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()

@@ -34,6 +34,7 @@ from experiment_runs import (  # noqa: E402
     EXIT_INTERRUPTED,
     add_run_options,
     config_changes,
+    environment,
     has_section,
     parsed,
     replace_section,
@@ -109,10 +110,15 @@ def section_text(args: argparse.Namespace) -> str:
     ]
     for key, history in histories.items():
         lines.append(variant_line(key, VARIANTS[key].configuration, history, args, baseline))
+    seconds = {key: sum(r["seconds"] or 0.0 for r in h[1:]) for key, h in histories.items()}
+    where = environment()
+    lines += ["", "Training: " + ", ".join(f"{key} {t:.0f} s" for key, t in seconds.items())
+              + f"; {where['device']}; {where['versions']}; "
+              f"written {where['date']}."]  # fmt: skip
     reference = args.reference_run.expanduser()
     if (reference / "metrics.jsonl").is_file():
         history = read_history(reference)
-        histories[f"Ab (row Ab's run, {reference.name})"] = history
+        histories["Ab (row Ab's run)"] = history
         lines.append(variant_line("Ab", ROWS["Ab"].configuration, history, args, baseline))
     lines += ["", "Commands (then `pyro-vae evaluate RUN --num-samples "
               f"{args.num_samples} --max-images {args.max_images}`):", ""]  # fmt: skip

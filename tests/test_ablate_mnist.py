@@ -78,6 +78,7 @@ def test_small_scale_run_reports_and_reproduce_mnist_keeps_the_section(ablate, t
         )
     # The reference stands in for row Ab's run: its ELBO is shown, and how it differs.
     assert re.search(r"\| Ab \| .* \| 2 \| .* \|  \|  \|", text)
+    assert re.search(r"Training: A \d+ s, A-eps \d+ s, A-beta1 \d+ s, A-init \d+ s; ", text)
     assert "its run has another config (command -> run): adam_beta1: 0.99 -> 0.9" in text
     assert "![test ELBO per epoch of each variant](figures/mnist-ablation.png)" in text
     assert (figures / "mnist-ablation.png").stat().st_size > 1000
