@@ -64,7 +64,7 @@ VARIANTS = {
 }  # fmt: skip
 
 
-def test_elbo(history: list[dict], last_epoch: int, window: int) -> tuple[float, float] | None:
+def mean_test_elbo(history: list[dict], last_epoch: int, window: int) -> tuple[float, float] | None:
     """Mean and standard deviation of the test ELBO over epochs last_epoch - window + 1 ..
     last_epoch (one epoch's value moves by a few tenths with the last steps' noise)."""
     values = [r["test_elbo"] for r in history if last_epoch - window < r["epoch"] <= last_epoch]
@@ -74,7 +74,7 @@ def test_elbo(history: list[dict], last_epoch: int, window: int) -> tuple[float,
 
 
 def variant_line(key: str, configuration: str, history: list[dict], args, baseline) -> str:
-    elbo = test_elbo(history, args.epochs, args.window)
+    elbo = mean_test_elbo(history, args.epochs, args.window)
     if elbo is None:
         return f"| {key} | {configuration} | {history[-1]['epoch']} (not yet {args.epochs}) |||||"
     gain = "" if baseline is None or key == A.key else f"{elbo[0] - baseline[0]:+.2f}"
@@ -95,7 +95,7 @@ def variant_line(key: str, configuration: str, history: list[dict], args, baseli
 def section_text(args: argparse.Namespace) -> str:
     histories = {key: read_history(args.runs_dir / key) for key in VARIANTS
                  if (args.runs_dir / key / "metrics.jsonl").is_file()}  # fmt: skip
-    baseline = test_elbo(histories.get(A.key, []), args.epochs, args.window)
+    baseline = mean_test_elbo(histories.get(A.key, []), args.epochs, args.window)
     lines = [
         "## Ablation: which of row Ab's choices carry its lead over row A",
         "",
@@ -111,15 +111,15 @@ def section_text(args: argparse.Namespace) -> str:
     for key, history in histories.items():
         lines.append(variant_line(key, VARIANTS[key].configuration, history, args, baseline))
     seconds = {key: sum(r["seconds"] or 0.0 for r in h[1:]) for key, h in histories.items()}
-    where = environment()
-    lines += ["", "Training: " + ", ".join(f"{key} {t:.0f} s" for key, t in seconds.items())
-              + f"; {where['device']}; {where['versions']}; "
-              f"written {where['date']}."]  # fmt: skip
     reference = args.reference_run.expanduser()
     if (reference / "metrics.jsonl").is_file():
         history = read_history(reference)
         histories["Ab (row Ab's run)"] = history
         lines.append(variant_line("Ab", ROWS["Ab"].configuration, history, args, baseline))
+    where = environment()
+    lines += ["", "Training: " + ", ".join(f"{key} {t:.0f} s" for key, t in seconds.items())
+              + f"; {where['device']}; {where['versions']}; "
+              f"written {where['date']}."]  # fmt: skip
     lines += ["", "Commands (then `pyro-vae evaluate RUN --num-samples "
               f"{args.num_samples} --max-images {args.max_images}`):", ""]  # fmt: skip
     fresh = _fresh(args)

@@ -49,11 +49,11 @@ def test_variants_split_row_abs_choices_between_them(ablate, tmp_path):
     assert fields["A-beta1"] | fields["A-init"] == ab_fields
 
 
-def test_test_elbo_is_the_mean_and_sd_over_the_last_epochs(ablate):
+def test_mean_test_elbo_is_the_mean_and_sd_over_the_last_epochs(ablate):
     history = [{"epoch": e, "test_elbo": -100.0 + e} for e in range(8)]
-    assert ablate.test_elbo(history, 6, 3) == pytest.approx((-95.0, 1.0))  # epochs 4, 5, 6
-    assert ablate.test_elbo(history, 9, 3) is None  # epochs 8 and 9 are not trained yet
-    assert ablate.test_elbo([{"epoch": 1, "test_elbo": None}], 1, 1) is None
+    assert ablate.mean_test_elbo(history, 6, 3) == pytest.approx((-95.0, 1.0))  # epochs 4, 5, 6
+    assert ablate.mean_test_elbo(history, 9, 3) is None  # epochs 8 and 9 are not trained yet
+    assert ablate.mean_test_elbo([{"epoch": 1, "test_elbo": None}], 1, 1) is None
 
 
 def test_small_scale_run_reports_and_reproduce_mnist_keeps_the_section(ablate, tmp_path, capsys):
@@ -78,6 +78,9 @@ def test_small_scale_run_reports_and_reproduce_mnist_keeps_the_section(ablate, t
         )
     # The reference stands in for row Ab's run: its ELBO is shown, and how it differs.
     assert re.search(r"\| Ab \| .* \| 2 \| .* \|  \|  \|", text)
+    table = text[text.index("| variant |") :].split("\n\n")[0]  # the reference row inside it
+    assert [line.split(" | ")[0] for line in table.splitlines()[2:]] == [
+        "| A", "| A-eps", "| A-beta1", "| A-init", "| Ab"]  # fmt: skip
     assert re.search(r"Training: A \d+ s, A-eps \d+ s, A-beta1 \d+ s, A-init \d+ s; ", text)
     assert "its run has another config (command -> run): adam_beta1: 0.99 -> 0.9" in text
     assert "![test ELBO per epoch of each variant](figures/mnist-ablation.png)" in text
