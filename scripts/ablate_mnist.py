@@ -40,6 +40,7 @@ from experiment_runs import (  # noqa: E402
     replace_section,
     run_rows,
     shell_line,
+    training_seconds,
 )
 from reproduce_mnist import ROWS, Row, _fresh, run_row, train_command  # noqa: E402
 
@@ -110,7 +111,7 @@ def section_text(args: argparse.Namespace) -> str:
     ]
     for key, history in histories.items():
         lines.append(variant_line(key, VARIANTS[key].configuration, history, args, baseline))
-    seconds = {key: sum(r["seconds"] or 0.0 for r in h[1:]) for key, h in histories.items()}
+    seconds = {key: training_seconds(history) for key, history in histories.items()}
     reference = args.reference_run.expanduser()
     if (reference / "metrics.jsonl").is_file():
         history = read_history(reference)
@@ -122,14 +123,15 @@ def section_text(args: argparse.Namespace) -> str:
               f"written {where['date']}."]  # fmt: skip
     lines += ["", "Commands (then `pyro-vae evaluate RUN --num-samples "
               f"{args.num_samples} --max-images {args.max_images}`):", ""]  # fmt: skip
-    fresh = _fresh(args)
-    fresh.epochs = args.epochs
-    runs = {key: args.runs_dir / key for key in VARIANTS} | {"Ab": reference}
-    for key, variant in (VARIANTS | {"Ab": ROWS["Ab"]}).items():
-        command = train_command(variant, Path("RUN"), fresh if key in VARIANTS else _fresh(args))
+    capped = argparse.Namespace(**{**vars(_fresh(args)), "epochs": args.epochs})
+    commands = [(key, train_command(variant, Path("RUN"), capped), args.runs_dir / key)
+                for key, variant in VARIANTS.items()]  # fmt: skip
+    # Row Ab's run is the full row's, started by reproduce_mnist.py without the cap.
+    commands.append(("Ab", train_command(ROWS["Ab"], Path("RUN"), _fresh(args)), reference))
+    for key, command, run_dir in commands:
         lines.append(f"- {key}: `{shell_line(command)}`")
-        if (runs[key] / "config.json").is_file():
-            changes = config_changes(command, runs[key])
+        if (run_dir / "config.json").is_file():
+            changes = config_changes(command, run_dir)
             if changes:
                 changed = "; ".join(changes)
                 lines.append(f"  - its run has another config (command -> run): {changed}")

@@ -56,6 +56,11 @@ def training_finished(run_dir: Path, epochs: int | None = None) -> bool:
     )
 
 
+def training_seconds(history: list[dict]) -> float:
+    """Seconds a run spent training: its epochs' times, past the untrained epoch 0."""
+    return sum(row["seconds"] or 0.0 for row in history[1:])
+
+
 class Children:
     """The subprocesses running now, so that a stop request reaches each (they checkpoint)."""
 

@@ -45,6 +45,7 @@ from experiment_runs import (  # noqa: E402
     run_rows,
     shell_line,
     training_finished,
+    training_seconds,
 )
 
 from pyro_vae.compare import paired_difference  # noqa: E402
@@ -226,7 +227,7 @@ def row_report(
     summary, config = record["evaluation"], read_config(run_dir)
     history = read_history(run_dir)
     nll, se = -summary["log_likelihood"], summary["standard_error"] or 0.0
-    seconds = sum(r["seconds"] or 0.0 for r in history[1:])
+    seconds = training_seconds(history)
     epochs = f"{record['trained_epochs']} of {config.epochs}"
     if training_finished(run_dir) and record["trained_epochs"] < config.epochs:
         epochs += " (early stop)"

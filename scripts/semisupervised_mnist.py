@@ -45,6 +45,7 @@ from experiment_runs import (  # noqa: E402
     section_body,
     shell_line,
     training_finished,
+    training_seconds,
 )
 
 from pyro_vae.config import LABELLED_WEIGHTINGS, differing_fields  # noqa: E402
@@ -281,7 +282,7 @@ def row_lines(
         )
         return line, command, []
     last, config = history[-1], read_config(run_dir)
-    seconds = sum(row["seconds"] or 0.0 for row in history[1:])
+    seconds = training_seconds(history)
     error = 100 * last["test_error"]
     valid = "—" if last.get("valid_error") is None else f"{100 * last['valid_error']:.2f}%"
     difference = "" if published is None else f"{error - published:+.2f}"
