@@ -42,7 +42,15 @@ from experiment_runs import (  # noqa: E402
     shell_line,
     training_seconds,
 )
-from reproduce_mnist import ROWS, Row, _fresh, run_row, train_command  # noqa: E402
+from reproduce_mnist import (  # noqa: E402
+    BURDA_BETA1,
+    BURDA_INIT,
+    ROWS,
+    Row,
+    _fresh,
+    run_row,
+    train_command,
+)
 
 from pyro_vae.compare import paired_difference  # noqa: E402
 from pyro_vae.plots import save_overlaid_curves  # noqa: E402
@@ -56,11 +64,10 @@ VARIANTS = {
         A,
         Row("A-eps", "row A with torch's Adam ε 1e-8 (as row A's run)",
             (*A.flags, "--adam-eps", "1e-08"), None, "", "", against="A"),
-        Row("A-beta1", "row A with Adam β1 0.99", (*A.flags, "--adam-beta1", "0.99"),
+        Row("A-beta1", "row A with Adam β1 0.99", (*A.flags, *BURDA_BETA1),
             None, "", "", against="A"),
         Row("A-init", "row A with Glorot weights, output bias at the data's logit, σ = exp(a)",
-            (*A.flags, "--weight-init", "glorot-uniform", "--output-bias", "data-logit",
-             "--guide-scale", "exp"), None, "", "", against="A"),
+            (*A.flags, *BURDA_INIT), None, "", "", against="A"),
     )
 }  # fmt: skip
 
