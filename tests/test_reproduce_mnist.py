@@ -29,14 +29,14 @@ def test_every_row_is_a_valid_train_command(reproduce, tmp_path):
         config = train_config_from_args(build_parser().parse_args(command[3:]))
         assert config.dataset == "mnist" and config.binarize is None  # dynamic, the default
         expected = {"A": "trace", "Ab": "trace", "B": "iwae", "Bb": "iwae", "C": "iwae-dreg",
-                    "F1": "iwae"}  # fmt: skip
+                    "Cb": "iwae-dreg", "F1": "iwae"}  # fmt: skip
         assert config.elbo == expected.get(row.key, config.elbo)
-        if row.key in ("A", "Ab", "B", "Bb", "C", "F1"):  # Burda et al.'s network and schedule
+        if row.key in ("A", "Ab", "B", "Bb", "C", "Cb", "F1"):  # Burda et al.'s network, schedule
             assert (config.latent_dim, config.hidden_dims) == (50, [200, 200])
             assert (config.activation, config.batch_size, config.valid_size) == ("tanh", 20, 0)
             assert (config.lr_schedule, config.epochs) == ("burda", 3280)
             assert config.adam_eps == 1e-4  # their code's Adam
-            burda = row.key in ("Ab", "Bb")  # and the rest of their code's choices
+            burda = row.key in ("Ab", "Bb", "Cb")  # and the rest of their code's choices
             assert config.weight_init == ("glorot-uniform" if burda else "torch")
             assert config.output_bias == ("data-logit" if burda else "torch")
             assert config.guide_scale == ("exp" if burda else "softplus")
@@ -57,7 +57,7 @@ def test_every_row_is_a_valid_train_command(reproduce, tmp_path):
     rows = reproduce.ROWS
     added = {key: [f for f in rows[key].flags if f not in rows[base].flags]
              for key, base in (("Dh", "D"), ("Dv", "Dh"), ("Da", "Dv"), ("Ab", "A"),
-                               ("Bb", "B"))}  # fmt: skip
+                               ("Bb", "B"), ("Cb", "C"))}  # fmt: skip
     assert added == {
         "Dh": ["--pseudo-inputs", "hardtanh"],
         "Dv": ["--guide-scale", "bounded-logvar"],
@@ -73,7 +73,9 @@ def test_every_row_is_a_valid_train_command(reproduce, tmp_path):
             "0.99",
         ],
         "Bb": list(reproduce.BURDA_CODE),  # the same choices as Ab, flag for flag
+        "Cb": list(reproduce.BURDA_CODE),
     }
+    assert (rows["C"].against, rows["Cb"].against) == ("B", "Bb")  # DReG against plain IWAE
 
 
 def test_gpu_rows_are_skipped_on_a_cpu_unless_capped(reproduce, tmp_path, capsys, monkeypatch):
