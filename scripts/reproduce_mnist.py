@@ -245,7 +245,9 @@ def row_report(
         return f"{title} {status} | | | | | {published} | | {row.target} |", ""
     record = json.loads((run_dir / "reproduce.json").read_text())
     summary, config = record["evaluation"], read_config(run_dir)
-    history = read_history(run_dir)
+    # Up to the evaluated epoch: a run stopped while training on (a session that ended
+    # before its next evaluation) has more epochs than the number beside them says.
+    history = [h for h in read_history(run_dir) if h["epoch"] <= record["trained_epochs"]]
     nll, se = -summary["log_likelihood"], summary["standard_error"] or 0.0
     seconds = training_seconds(history)
     epochs = f"{record['trained_epochs']} of {config.epochs}"

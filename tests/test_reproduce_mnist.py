@@ -149,22 +149,11 @@ def test_row_c_is_measured_against_b_image_by_image(reproduce, tmp_path):
 def test_row_dv_keeps_the_papers_difference_and_adds_the_pairing_with_dh(reproduce, tmp_path):
     """Row Dv has a published number: its cell is the difference from the paper, and its
     section gives, beside it, Dv minus Dh image by image (one difference between them)."""
-    summary = {"log_likelihood": -84.5, "standard_error": 0.2, "elbo": -88.0, "num_images": 3}
-    summary["share_khat_above_0.7"] = 0.5
     args = reproduce.parse_args(["--runs-dir", str(tmp_path), "--figures-dir", str(tmp_path)])
     for key, values in (("Dh", {0: -90.0, 1: -80.0, 2: -100.0}), ("Dv", {0: -91.0, 1: -80.5})):
         write_per_image(tmp_path / key, values)
-        command = reproduce.train_command(reproduce.ROWS[key], tmp_path / key, args)
-        config = train_config_from_args(build_parser().parse_args(command[3:]))
-        if key == "Dv":  # its run began before the row asked for ε = 1e-4 (say)
-            config.adam_eps = 1e-4
-        (tmp_path / key / "config.json").write_text(json.dumps(dataclasses.asdict(config)))
-        epochs = [{"epoch": 0, "seconds": None}, {"epoch": 1, "seconds": 2.0, "train_elbo": -99}]
-        (tmp_path / key / "metrics.jsonl").write_text("\n".join(map(json.dumps, epochs)))
-        record = {"trained_epochs": 9, "num_samples": 5000, "max_images": None}
-        record |= {"evaluation_seconds": 1.0, "parameters_from": "best", "device": "cpu"}
-        record |= {"versions": "v", "date": "d", "evaluation": summary}
-        (tmp_path / key / "reproduce.json").write_text(json.dumps(record))
+        # Dv's run began before the row asked for ε = 1e-4 (say).
+        write_evaluated_run(reproduce, args, key, 9, {"adam_eps": 1e-4} if key == "Dv" else {})
     line, section = reproduce.row_report(reproduce.ROWS["Dv"], args, {})
     assert "| 84.50 ± 0.20 | 88.00 | 50.0% | 85.57 | -1.07 | within 0.5 nats |" in line
     assert "- against row Dh (9 epochs) on the same 2 test images: NLL +0.750 ± 0.250" in section
@@ -172,6 +161,38 @@ def test_row_dv_keeps_the_papers_difference_and_adds_the_pairing_with_dh(reprodu
     changed = "- trained before the row's command last changed, so with another config "
     assert f"{changed}(command -> run): adam_eps: 1e-08 -> 0.0001\n" in section
     assert changed not in reproduce.row_report(reproduce.ROWS["Dh"], args, {})[1]
+
+
+def write_evaluated_run(
+    reproduce, args, key: str, evaluated: int, changes: dict, epochs: int = 1
+) -> None:
+    """A run folder of row ``key`` as training and ``reproduce_mnist.py`` leave it: config,
+    ``epochs`` epochs of 1,800 s each, and an evaluation of epoch ``evaluated``."""
+    run_dir = args.runs_dir / key
+    run_dir.mkdir(exist_ok=True)
+    command = reproduce.train_command(reproduce.ROWS[key], run_dir, args)
+    config = train_config_from_args(build_parser().parse_args(command[3:]))
+    config = dataclasses.replace(config, **changes)
+    (run_dir / "config.json").write_text(json.dumps(dataclasses.asdict(config)))
+    history = [{"epoch": 0, "seconds": None}]
+    history += [{"epoch": e, "seconds": 1800.0, "train_elbo": -99} for e in range(1, epochs + 1)]
+    (run_dir / "metrics.jsonl").write_text("\n".join(map(json.dumps, history)))
+    summary = {"log_likelihood": -84.5, "standard_error": 0.2, "elbo": -88.0, "num_images": 3}
+    summary["share_khat_above_0.7"] = 0.5
+    record = {"trained_epochs": evaluated, "num_samples": 5000, "max_images": None}
+    record |= {"evaluation_seconds": 1.0, "parameters_from": "best", "device": "cpu"}
+    record |= {"versions": "v", "date": "d", "evaluation": summary}
+    (run_dir / "reproduce.json").write_text(json.dumps(record))
+
+
+def test_a_run_trained_past_its_evaluation_reports_the_evaluated_epochs(reproduce, tmp_path):
+    """A session can end while a row trains on: its line and curve stop at the epoch the
+    evaluation saw (2 of 3 here), and the training time with them."""
+    args = reproduce.parse_args(["--runs-dir", str(tmp_path), "--figures-dir", str(tmp_path)])
+    write_evaluated_run(reproduce, args, "Bb", evaluated=2, changes={}, epochs=3)
+    line, section = reproduce.row_report(reproduce.ROWS["Bb"], args, {})
+    assert "| 2 of 3280 | 1.00 h | 84.50 ± 0.20 |" in line
+    assert "- epochs: 2 of 3280; training 3600 s;" in section
 
 
 def test_threads_default_to_the_cores_per_job_and_can_be_set(reproduce, monkeypatch, capsys):
