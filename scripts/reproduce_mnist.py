@@ -11,6 +11,11 @@ run folders hold, each row's learning curve written as an image beside it; a row
 folder holds no evaluation (a new machine starts without the folders) keeps the line and
 section the file last gave it, so rewriting the table never erases a measured row.
 
+Each evaluation is also kept under ``RUN/evaluations/epoch-N/``: a row measured against
+another (C against B) is paired image by image with the other row's evaluation after the
+same epochs where one was kept, as well as with its latest, since a difference between
+runs of unequal length says more about their lengths than about their objectives.
+
     python scripts/reproduce_mnist.py --rows A B --max-minutes 60 \\
         --runs-dir ~/pyro-vae-runs/mnist --data-dir ../shared/data
     python scripts/reproduce_mnist.py --max-minutes 0     # only evaluate and rewrite the table
@@ -24,6 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 import time
 from dataclasses import dataclass
@@ -168,6 +174,9 @@ ROWS = {
 # ---------------------------------------------------------------------------------------------
 # Running one row: train until done or out of minutes, then evaluate what it holds
 
+RECORD_NAME = "reproduce.json"  # what this script measured, beside pyro-vae's own files
+EVALUATION_FILES = ("evaluation.json", "evaluation_per_datapoint.csv", RECORD_NAME)
+
 
 def train_command(row: Row, run_dir: Path, args: argparse.Namespace) -> list[str]:
     """A new run with the row's flags, or the continuation of the run in ``run_dir``."""
@@ -197,7 +206,7 @@ def run_row(row: Row, args: argparse.Namespace, children: Children) -> str:
     trained = read_history(run_dir)[-1]["epoch"]
     wanted = {"trained_epochs": trained, "num_samples": args.num_samples,
               "max_images": args.max_images}  # fmt: skip
-    record = run_dir / "reproduce.json"
+    record = run_dir / RECORD_NAME
     if record.is_file() and _subset(wanted, json.loads(record.read_text())):
         return f"row {row.key}: evaluation of epoch {trained} is current"
     command = python_command("evaluate", str(run_dir), "--num-samples", str(args.num_samples))
@@ -212,7 +221,22 @@ def run_row(row: Row, args: argparse.Namespace, children: Children) -> str:
         **wanted, "evaluation_seconds": time.perf_counter() - started,
         "parameters_from": _parameters_line(log), "evaluation": evaluation, **environment(),
     }, indent=2) + "\n")  # fmt: skip
+    keep_evaluation(run_dir, trained)
     return f"row {row.key}: evaluated epoch {trained}"
+
+
+def kept_evaluation(run_dir: Path, epochs: int) -> Path:
+    """Where the evaluation of the run after ``epochs`` epochs is kept once it is replaced."""
+    return run_dir / "evaluations" / f"epoch-{epochs}"
+
+
+def keep_evaluation(run_dir: Path, epochs: int) -> None:
+    """Copy the evaluation just written, so that a row measured against this one can still
+    be paired with it at equal epochs once this row has trained on and been evaluated again."""
+    folder = kept_evaluation(run_dir, epochs)
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in EVALUATION_FILES:
+        shutil.copy2(run_dir / name, folder / name)
 
 
 def _subset(wanted: dict, record: dict) -> bool:
@@ -237,14 +261,14 @@ def row_report(
     run_dir = args.runs_dir / row.key
     title = f"| {row.key} | {row.configuration} |"
     published = "—" if row.published_nll is None else f"{row.published_nll:.2f}"
-    if not (run_dir / "reproduce.json").is_file():
+    if not (run_dir / RECORD_NAME).is_file():
         if row.key in previous:
             return previous[row.key]
         status = "not run: needs a GPU" if row.gpu else "not run yet"
         if (run_dir / "checkpoint.pt").is_file():
             status = f"{read_history(run_dir)[-1]['epoch']}, not evaluated yet"
         return f"{title} {status} | | | | | {published} | | {row.target} |", ""
-    record = json.loads((run_dir / "reproduce.json").read_text())
+    record = json.loads((run_dir / RECORD_NAME).read_text())
     summary, config = record["evaluation"], read_config(run_dir)
     # Up to the evaluated epoch: a run stopped while training on (a session that ended
     # before its next evaluation) has more epochs than the number beside them says.
@@ -295,22 +319,40 @@ def row_report(
 def against_row(row: Row, args: argparse.Namespace) -> tuple[str, str] | None:
     """The row's NLL minus that of the row it is measured against, image by image on the
     test images both evaluated (``pyro_vae.compare.paired_difference``): the table's cell
-    and the section's line; None where either is not evaluated."""
+    and the section's lines; None where either is not evaluated. The other row's
+    evaluation after as many epochs as this row's, where one was kept
+    (:func:`keep_evaluation`), comes first and fills the cell; its latest follows."""
     if row.against is None:
         return None
-    other = args.runs_dir / row.against
-    paired = paired_difference(args.runs_dir / row.key, other)
-    if paired is None or not (other / "reproduce.json").is_file():
+    mine, other = args.runs_dir / row.key, args.runs_dir / row.against
+    candidates = [other]
+    if (mine / RECORD_NAME).is_file():
+        epochs = json.loads((mine / RECORD_NAME).read_text())["trained_epochs"]
+        candidates.insert(0, kept_evaluation(other, epochs))
+    pairings = []
+    for folder in candidates:
+        paired = paired_difference(mine, folder)
+        if paired is None or not (folder / RECORD_NAME).is_file():
+            continue
+        record = json.loads((folder / RECORD_NAME).read_text())
+        if any(record == seen for seen, _ in pairings):  # its latest is the kept one
+            continue
+        pairings.append((record, paired))
+    if not pairings:
         return None
-    epochs = json.loads((other / "reproduce.json").read_text())["trained_epochs"]
-    cell = f"{-paired.mean:+.2f} ± {paired.standard_error:.2f} against {row.against}"
-    line = (
-        f"- against row {row.against} ({epochs} epochs) on the same {paired.images:,} test "
-        f"images: NLL {-paired.mean:+.3f} ± {paired.standard_error:.3f} nats (mean and "
-        f"standard error of the per-image differences); lower on {paired.share_better:.0%} "
-        "of the images"
+    lines = [
+        f"- against row {row.against} ({record['trained_epochs']:,} epochs) on the same "
+        f"{paired.images:,} test images: NLL {-paired.mean:+.3f} ± {paired.standard_error:.3f} "
+        "nats (mean and standard error of the per-image differences); lower on "
+        f"{paired.share_better:.0%} of the images"
+        for record, paired in pairings
+    ]
+    record, paired = pairings[0]
+    cell = (
+        f"{-paired.mean:+.2f} ± {paired.standard_error:.2f} against {row.against} "
+        f"after {record['trained_epochs']:,} epochs"
     )
-    return cell, line
+    return cell, "\n".join(lines)
 
 
 def _fresh(args: argparse.Namespace) -> argparse.Namespace:

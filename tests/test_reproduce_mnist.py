@@ -119,6 +119,14 @@ def test_rows_f_run_continue_and_report_at_small_scale(reproduce, tmp_path, caps
     assert "row F1: evaluated epoch 2" in capsys.readouterr().out
     assert [row["epoch"] for row in read_history(runs / "F1")] == [0, 1, 2]
     assert "resume" in (runs / "F1.log").read_text()  # continued, not started afresh
+    # Each evaluation is kept by its epochs, for rows paired with this one at equal epochs.
+    for epochs in (1, 2):
+        kept = reproduce.kept_evaluation(runs / "F1", epochs)
+        assert json.loads((kept / "reproduce.json").read_text())["trained_epochs"] == epochs
+        assert (kept / "evaluation_per_datapoint.csv").stat().st_size > 0
+    per_image = "evaluation_per_datapoint.csv"
+    last = (runs / "F1" / per_image).read_text()
+    assert (reproduce.kept_evaluation(runs / "F1", 2) / per_image).read_text() == last
 
     # A new machine starts without the run folders: rewriting the table keeps what it said
     # of a row whose folder is gone, line and section, word for word.
@@ -140,10 +148,38 @@ def test_row_c_is_measured_against_b_image_by_image(reproduce, tmp_path):
     (tmp_path / "B" / "reproduce.json").write_text(json.dumps({"trained_epochs": 7}))
     args = reproduce.parse_args(["--runs-dir", str(tmp_path)])
     cell, line = reproduce.against_row(reproduce.ROWS["C"], args)
-    assert cell == "-0.50 ± 0.29 against B"  # SE: sd 0.5 of the differences over sqrt(3)
+    assert cell == "-0.50 ± 0.29 against B after 7 epochs"  # SE: sd 0.5 of the differences / √3
     assert "row B (7 epochs) on the same 3 test images: NLL -0.500 ± 0.289" in line
     assert "lower on 67% of the images" in line
     assert reproduce.against_row(reproduce.ROWS["B"], args) is None  # B has no such target
+
+
+def test_a_row_is_paired_with_the_other_rows_evaluation_after_as_many_epochs(reproduce, tmp_path):
+    """Cb after 5 epochs against Bb, which has trained on to 9: Bb's evaluation after 5
+    epochs, kept when Bb was evaluated again, fills the cell; the pairing with Bb's latest
+    follows in the section. Once Cb too has 9 epochs, the two are one pairing."""
+    args = reproduce.parse_args(["--runs-dir", str(tmp_path)])
+
+    def evaluated(folder, epochs: int, values: dict[int, float]) -> None:
+        write_per_image(folder, values)
+        (folder / "reproduce.json").write_text(json.dumps({"trained_epochs": epochs}))
+
+    evaluated(tmp_path / "Bb", 9, {0: -89.0, 1: -80.0})  # Bb's latest
+    (tmp_path / "Bb" / "evaluations").mkdir()
+    evaluated(reproduce.kept_evaluation(tmp_path / "Bb", 5), 5, {0: -90.0, 1: -81.0})
+    evaluated(tmp_path / "Cb", 5, {0: -89.5, 1: -80.5})  # 0.5 above Bb then, 0.5 below now
+    cell, lines = reproduce.against_row(reproduce.ROWS["Cb"], args)
+    assert cell == "-0.50 ± 0.00 against Bb after 5 epochs"
+    same, latest = lines.splitlines()
+    assert same.startswith("- against row Bb (5 epochs) on the same 2 test images: NLL -0.500")
+    assert latest.startswith("- against row Bb (9 epochs) on the same 2 test images: NLL +0.500")
+    assert latest.endswith("lower on 0% of the images")
+
+    shutil.rmtree(tmp_path / "Cb")
+    evaluated(tmp_path / "Cb", 9, {0: -88.5, 1: -80.0})
+    evaluated(reproduce.kept_evaluation(tmp_path / "Bb", 9), 9, {0: -89.0, 1: -80.0})
+    cell, lines = reproduce.against_row(reproduce.ROWS["Cb"], args)
+    assert cell == "-0.25 ± 0.25 against Bb after 9 epochs" and len(lines.splitlines()) == 1
 
 
 def test_row_dv_keeps_the_papers_difference_and_adds_the_pairing_with_dh(reproduce, tmp_path):
