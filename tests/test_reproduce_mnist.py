@@ -21,12 +21,17 @@ def reproduce():
     return load_script("reproduce_mnist")
 
 
+def train_config(reproduce, row, runs_dir):
+    """The config of the ``pyro-vae train`` command that starts the row's run."""
+    args = reproduce.parse_args(["--runs-dir", str(runs_dir)])
+    command = reproduce.train_command(row, runs_dir / row.key, args)
+    assert command[3] == "train" and "--resume" not in command
+    return train_config_from_args(build_parser().parse_args(command[3:]))
+
+
 def test_every_row_is_a_valid_train_command(reproduce, tmp_path):
-    args = reproduce.parse_args(["--runs-dir", str(tmp_path)])
     for row in reproduce.ROWS.values():
-        command = reproduce.train_command(row, tmp_path / row.key, args)
-        assert command[3] == "train" and "--resume" not in command
-        config = train_config_from_args(build_parser().parse_args(command[3:]))
+        config = train_config(reproduce, row, tmp_path)
         assert config.dataset == "mnist" and config.binarize is None  # dynamic, the default
         expected = {"A": "trace", "Ab": "trace", "B": "iwae", "Bb": "iwae", "C": "iwae-dreg",
                     "Cb": "iwae-dreg", "F1": "iwae"}  # fmt: skip
@@ -43,7 +48,9 @@ def test_every_row_is_a_valid_train_command(reproduce, tmp_path):
             assert config.adam_beta1 == (0.99 if burda else 0.9)
         else:  # Tomczak & Welling's
             assert config.adam_eps == 1e-8  # torch's default
-            assert (config.prior, config.prior_components, config.lr) == ("vamp", 500, 5e-4)
+            assert config.lr == 5e-4
+            if row.key != "Ds":  # Ds is the control with N(0, I) for p(z)
+                assert (config.prior, config.prior_components) == ("vamp", 500)
             assert (config.kl_warmup_epochs, config.early_stopping) == (100, 50)
             # Row Dh is row D with the authors' clamped pseudo-inputs, and only that; row Dv
             # is row Dh with the authors' bounded log-variance of q(z|x), and only that; row
@@ -76,6 +83,10 @@ def test_every_row_is_a_valid_train_command(reproduce, tmp_path):
         "Cb": list(reproduce.BURDA_CODE),
     }
     assert (rows["C"].against, rows["Cb"].against) == ("B", "Bb")  # DReG against plain IWAE
+    # Ds is D with N(0, I) in place of the VampPrior, and nothing else changed.
+    d, ds = (dataclasses.asdict(train_config(reproduce, rows[k], tmp_path)) for k in ("D", "Ds"))
+    assert ds["prior"] == "standard-normal"
+    assert {name for name in d if d[name] != ds[name]} == {"prior", "prior_components"}
 
 
 def test_gpu_rows_are_skipped_on_a_cpu_unless_capped(reproduce, tmp_path, capsys, monkeypatch):
@@ -206,8 +217,7 @@ def write_evaluated_run(
     ``epochs`` epochs of 1,800 s each, and an evaluation of epoch ``evaluated``."""
     run_dir = args.runs_dir / key
     run_dir.mkdir(exist_ok=True)
-    command = reproduce.train_command(reproduce.ROWS[key], run_dir, args)
-    config = train_config_from_args(build_parser().parse_args(command[3:]))
+    config = train_config(reproduce, reproduce.ROWS[key], args.runs_dir)
     config = dataclasses.replace(config, **changes)
     (run_dir / "config.json").write_text(json.dumps(dataclasses.asdict(config)))
     history = [{"epoch": 0, "seconds": None}]
