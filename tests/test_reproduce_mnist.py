@@ -49,7 +49,7 @@ def test_every_row_is_a_valid_train_command(reproduce, tmp_path):
         else:  # Tomczak & Welling's
             assert config.adam_eps == 1e-8  # torch's default
             assert config.lr == 5e-4
-            if row.key != "Ds":  # Ds is the control with N(0, I) for p(z)
+            if row.key not in ("Ds", "Es"):  # the controls, with N(0, I) for p(z)
                 assert (config.prior, config.prior_components) == ("vamp", 500)
             assert (config.kl_warmup_epochs, config.early_stopping) == (100, 50)
             # Row Dh is row D with the authors' clamped pseudo-inputs, and only that; row Dv
@@ -83,10 +83,16 @@ def test_every_row_is_a_valid_train_command(reproduce, tmp_path):
         "Cb": list(reproduce.BURDA_CODE),
     }
     assert (rows["C"].against, rows["Cb"].against) == ("B", "Bb")  # DReG against plain IWAE
-    # Ds is D with N(0, I) in place of the VampPrior, and nothing else changed.
-    d, ds = (dataclasses.asdict(train_config(reproduce, rows[k], tmp_path)) for k in ("D", "Ds"))
-    assert ds["prior"] == "standard-normal"
-    assert {name for name in d if d[name] != ds[name]} == {"prior", "prior_components"}
+    # Ds and Es are D and E with N(0, I) in place of the VampPrior, and nothing else changed.
+    for key in ("D", "E"):
+        vamp, standard = (
+            dataclasses.asdict(train_config(reproduce, rows[k], tmp_path)) for k in (key, key + "s")
+        )
+        assert standard["prior"] == "standard-normal"
+        assert {name for name in vamp if vamp[name] != standard[name]} == {
+            "prior",
+            "prior_components",
+        }
 
 
 def test_gpu_rows_are_skipped_on_a_cpu_unless_capped(reproduce, tmp_path, capsys, monkeypatch):
