@@ -239,7 +239,8 @@ def run_row(row: Row, args: argparse.Namespace, children: Children) -> str:
 
 
 def kept_evaluation(run_dir: Path, epochs: int) -> Path:
-    """Where the evaluation of the run after ``epochs`` epochs is kept once it is replaced."""
+    """Where the evaluation of the run after ``epochs`` epochs is kept: it outlives the run
+    folder's own files, which the next evaluation replaces."""
     return run_dir / "evaluations" / f"epoch-{epochs}"
 
 
