@@ -22,7 +22,6 @@ The section it writes in RESULTS.md is its own (marked); ``reproduce_mnist.py`` 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -48,6 +47,7 @@ from reproduce_mnist import (  # noqa: E402
     ROWS,
     Row,
     _fresh,
+    read_record,
     run_row,
     train_command,
 )
@@ -87,9 +87,9 @@ def variant_line(key: str, configuration: str, history: list[dict], args, baseli
         return f"| {key} | {configuration} | {history[-1]['epoch']} (not yet {args.epochs}) |||||"
     gain = "" if baseline is None or key == A.key else f"{elbo[0] - baseline[0]:+.2f}"
     nll = paired = ""
-    record = args.runs_dir / key / "reproduce.json"
-    if record.is_file() and key in VARIANTS:
-        summary = json.loads(record.read_text())["evaluation"]
+    record = read_record(args.runs_dir / key)
+    if record is not None and key in VARIANTS:
+        summary = record["evaluation"]
         nll = f"{-summary['log_likelihood']:.2f} ± {summary['standard_error']:.2f}"
         difference = paired_difference(args.runs_dir / key, args.runs_dir / A.key)
         if difference is not None and key != A.key:

@@ -90,6 +90,8 @@ VAMP_NETWORK_AND_TRAINING = (
     "--early-stopping", "50", "--epochs", "2000",
 )  # fmt: skip
 VAMP_PAPER = (*VAMP_NETWORK_AND_TRAINING, "--prior", "vamp", "--prior-components", "500")
+# Their two-layer HVAE: z1 and z2 of 40 units each.
+TWO_LAYERS = ("--model", "hvae", "--top-latent-dim", "40")
 # What Burda et al.'s code does besides its schedule and ε (nnet.py, iwae.py, datasets.py,
 # optimizers.py): its init, Glorot-uniform weights, the output bias at the logit of the
 # training images' mean and σ = exp(a) in q(z|x); and Adam β1 0.99 (scripts/ablate_mnist.py
@@ -159,12 +161,11 @@ ROWS = {
             "a control for row D: the same network and training with p(z) = N(0, I)",
             "(control)"),
         Row("E", "two-layer HVAE (40+40) + VampPrior, 2×300 gated MLP",
-            ("--model", "hvae", "--top-latent-dim", "40", *VAMP_PAPER),
+            (*TWO_LAYERS, *VAMP_PAPER),
             83.19, f"{VAMP}, HVAE (L=2) + VampPrior", "within 0.5 nats"),
         # E with N(0, I) for the top layer's p(z2): the same control for E.
         Row("Es", "row E with the standard normal prior on z2 in place of the VampPrior",
-            ("--model", "hvae", "--top-latent-dim", "40", *VAMP_NETWORK_AND_TRAINING,
-             "--prior", "standard-normal"), None,
+            (*TWO_LAYERS, *VAMP_NETWORK_AND_TRAINING, "--prior", "standard-normal"), None,
             "a control for row E: the same network and training with p(z2) = N(0, I)",
             "(control)"),
         Row("F1", "IWAE k=50, the network of A",
@@ -173,9 +174,8 @@ ROWS = {
         # The flow is on z1 only: the VampPrior's components are the top guide q(z2 | u_k),
         # and under an IAF their density needs its sequential inverse for every component.
         Row("F2", "conv HVAE (40+40) + VampPrior, IAF guide on z1",
-            ("--model", "hvae", "--top-latent-dim", "40", "--encoder", "conv", "--decoder",
-             "conv", "--guide", "iaf", "--top-guide", "diag-normal", "--latent-dim", "40",
-             "--prior", "vamp",
+            (*TWO_LAYERS, "--encoder", "conv", "--decoder", "conv", "--guide", "iaf",
+             "--top-guide", "diag-normal", "--latent-dim", "40", "--prior", "vamp",
              "--prior-components", "500", "--lr", "0.0005", "--batch-size", "100",
              "--kl-warmup-epochs", "100", "--early-stopping", "50", "--epochs", "2000"),
             81.09, f"{VAMP}, convHVAE (L=2) + VampPrior (no flow guide there)",
@@ -189,6 +189,13 @@ ROWS = {
 
 RECORD_NAME = "reproduce.json"  # what this script measured, beside pyro-vae's own files
 EVALUATION_FILES = ("evaluation.json", "evaluation_per_datapoint.csv", RECORD_NAME)
+
+
+def read_record(folder: Path) -> dict | None:
+    """What this script recorded of the evaluation in ``folder`` (a run folder, or an
+    evaluation kept by :func:`keep_evaluation`), or None where it holds none."""
+    path = folder / RECORD_NAME
+    return json.loads(path.read_text()) if path.is_file() else None
 
 
 def train_command(row: Row, run_dir: Path, args: argparse.Namespace) -> list[str]:
@@ -219,8 +226,8 @@ def run_row(row: Row, args: argparse.Namespace, children: Children) -> str:
     trained = read_history(run_dir)[-1]["epoch"]
     wanted = {"trained_epochs": trained, "num_samples": args.num_samples,
               "max_images": args.max_images}  # fmt: skip
-    record = run_dir / RECORD_NAME
-    if record.is_file() and _subset(wanted, json.loads(record.read_text())):
+    recorded = read_record(run_dir)
+    if recorded is not None and _subset(wanted, recorded):
         return f"row {row.key}: evaluation of epoch {trained} is current"
     command = python_command("evaluate", str(run_dir), "--num-samples", str(args.num_samples))
     if args.max_images is not None:
@@ -230,7 +237,7 @@ def run_row(row: Row, args: argparse.Namespace, children: Children) -> str:
     if code != 0:
         return f"row {row.key}: evaluation failed (exit {code}); see {log}"
     evaluation = json.loads((run_dir / "evaluation.json").read_text())
-    record.write_text(json.dumps({
+    (run_dir / RECORD_NAME).write_text(json.dumps({
         **wanted, "evaluation_seconds": time.perf_counter() - started,
         "parameters_from": _parameters_line(log), "evaluation": evaluation, **environment(),
     }, indent=2) + "\n")  # fmt: skip
@@ -275,14 +282,14 @@ def row_report(
     run_dir = args.runs_dir / row.key
     title = f"| {row.key} | {row.configuration} |"
     published = "—" if row.published_nll is None else f"{row.published_nll:.2f}"
-    if not (run_dir / RECORD_NAME).is_file():
+    record = read_record(run_dir)
+    if record is None:
         if row.key in previous:
             return previous[row.key]
         status = "not run: needs a GPU" if row.gpu else "not run yet"
         if (run_dir / "checkpoint.pt").is_file():
             status = f"{read_history(run_dir)[-1]['epoch']}, not evaluated yet"
         return f"{title} {status} | | | | | {published} | | {row.target} |", ""
-    record = json.loads((run_dir / RECORD_NAME).read_text())
     summary, config = record["evaluation"], read_config(run_dir)
     # Up to the evaluated epoch: a run stopped while training on (a session that ended
     # before its next evaluation) has more epochs than the number beside them says.
@@ -339,19 +346,16 @@ def against_row(row: Row, args: argparse.Namespace) -> tuple[str, str] | None:
     if row.against is None:
         return None
     mine, other = args.runs_dir / row.key, args.runs_dir / row.against
-    candidates = [other]
-    if (mine / RECORD_NAME).is_file():
-        epochs = json.loads((mine / RECORD_NAME).read_text())["trained_epochs"]
-        candidates.insert(0, kept_evaluation(other, epochs))
+    folders = [other]
+    own, latest = read_record(mine), read_record(other)
+    # The kept evaluation after as many epochs as this row's, unless that is the latest.
+    if own is not None and (latest is None or latest["trained_epochs"] != own["trained_epochs"]):
+        folders.insert(0, kept_evaluation(other, own["trained_epochs"]))
     pairings = []
-    for folder in candidates:
-        paired = paired_difference(mine, folder)
-        if paired is None or not (folder / RECORD_NAME).is_file():
-            continue
-        record = json.loads((folder / RECORD_NAME).read_text())
-        if any(record == seen for seen, _ in pairings):  # its latest is the kept one
-            continue
-        pairings.append((record, paired))
+    for folder in folders:
+        record, paired = read_record(folder), paired_difference(mine, folder)
+        if record is not None and paired is not None:
+            pairings.append((record, paired))
     if not pairings:
         return None
     lines = [
