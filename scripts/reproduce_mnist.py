@@ -337,40 +337,60 @@ def row_report(
     return line, section
 
 
+def evaluations(run_dir: Path) -> dict[int, Path]:
+    """The run's evaluations by the epochs they followed: those kept by
+    :func:`keep_evaluation`, and the run folder's latest (which stands for its own copy)."""
+    found = {}
+    for folder in sorted((run_dir / "evaluations").glob("epoch-*")):
+        record = read_record(folder)
+        if record is not None:
+            found[record["trained_epochs"]] = folder
+    latest = read_record(run_dir)
+    if latest is not None:
+        found[latest["trained_epochs"]] = run_dir
+    return found
+
+
 def against_row(row: Row, args: argparse.Namespace) -> tuple[str, str] | None:
     """The row's NLL minus that of the row it is measured against, image by image on the
     test images both evaluated (``pyro_vae.compare.paired_difference``): the table's cell
-    and the section's lines; None where either is not evaluated. The other row's
-    evaluation after as many epochs as this row's, where one was kept
-    (:func:`keep_evaluation`), comes first and fills the cell; its latest follows."""
+    and the section's lines; None where either is not evaluated.
+
+    The cell pairs the row's latest evaluation with the other row's after as many epochs,
+    or else after the fewest epochs beyond (the other row trained longer, so the comparison
+    leans its way), or else with its latest. The lines add the latest against the latest and
+    every earlier pairing at equal epochs, so that none is lost when either row trains on."""
     if row.against is None:
         return None
     mine, other = args.runs_dir / row.key, args.runs_dir / row.against
-    folders = [other]
-    own, latest = read_record(mine), read_record(other)
-    # The kept evaluation after as many epochs as this row's, unless that is the latest.
-    if own is not None and (latest is None or latest["trained_epochs"] != own["trained_epochs"]):
-        folders.insert(0, kept_evaluation(other, own["trained_epochs"]))
-    pairings = []
-    for folder in folders:
-        record, paired = read_record(folder), paired_difference(mine, folder)
-        if record is not None and paired is not None:
-            pairings.append((record, paired))
-    if not pairings:
-        return None
-    lines = [
-        f"- against row {row.against} ({record['trained_epochs']:,} epochs) on the same "
-        f"{paired.images:,} test images: NLL {-paired.mean:+.3f} ± {paired.standard_error:.3f} "
-        "nats (mean and standard error of the per-image differences); lower on "
-        f"{paired.share_better:.0%} of the images"
-        for record, paired in pairings
-    ]
-    record, paired = pairings[0]
-    cell = (
-        f"{-paired.mean:+.2f} ± {paired.standard_error:.2f} against {row.against} "
-        f"after {record['trained_epochs']:,} epochs"
-    )
-    return cell, "\n".join(lines)
+    own, theirs = evaluations(mine), evaluations(other)
+    latest = read_record(mine)
+    epochs = None if latest is None else latest["trained_epochs"]
+    beyond = [n for n in sorted(theirs) if epochs is not None and n >= epochs]
+    pairs = [(epochs, mine, beyond[0] if beyond else None)]
+    pairs.append((epochs, mine, None))  # the latest against the latest
+    pairs += [(n, own[n], n) for n in sorted(set(own) & set(theirs), reverse=True)
+              if n != epochs]  # fmt: skip
+    lines, cell, seen = [], None, set()
+    for own_epochs, folder, other_epochs in pairs:
+        other_folder = other if other_epochs is None else theirs[other_epochs]
+        record, paired = read_record(other_folder), paired_difference(folder, other_folder)
+        if record is None or paired is None or (folder, other_folder) in seen:
+            continue
+        seen.add((folder, other_folder))
+        other_epochs = record["trained_epochs"]
+        earlier = "" if folder == mine else f"after {own_epochs:,} epochs of its own, "
+        lines.append(
+            f"- {earlier}against row {row.against} ({other_epochs:,} epochs) on the same "
+            f"{paired.images:,} test images: NLL {-paired.mean:+.3f} ± "
+            f"{paired.standard_error:.3f} nats (mean and standard error of the per-image "
+            f"differences); lower on {paired.share_better:.0%} of the images"
+        )
+        cell = cell or (
+            f"{-paired.mean:+.2f} ± {paired.standard_error:.2f} against {row.against} "
+            f"after {other_epochs:,} epochs"
+        )
+    return None if cell is None else (cell, "\n".join(lines))
 
 
 def _fresh(args: argparse.Namespace) -> argparse.Namespace:

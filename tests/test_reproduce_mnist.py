@@ -199,6 +199,43 @@ def test_a_row_is_paired_with_the_other_rows_evaluation_after_as_many_epochs(rep
     assert cell == "-0.25 ± 0.25 against Bb after 9 epochs" and len(lines.splitlines()) == 1
 
 
+def test_a_row_behind_the_other_is_paired_with_its_next_evaluation_and_keeps_earlier_ones(
+    reproduce, tmp_path
+):
+    """Cb after 7 epochs, Bb evaluated after 5, 9 and 12: no evaluation of Bb after 7, so
+    the cell pairs Cb with Bb after 9 (the fewest epochs beyond Cb's, a comparison that
+    leans Bb's way); the lines add Cb's latest against Bb's latest, and Cb after 5 against
+    Bb after 5, the equal-epoch pairing of an earlier session, which is not lost."""
+    args = reproduce.parse_args(["--runs-dir", str(tmp_path)])
+    for key, epochs, values in (
+        ("Bb", 5, {0: -90.0, 1: -81.0}),
+        ("Bb", 9, {0: -89.0, 1: -80.0}),
+        ("Bb", 12, {0: -88.5, 1: -80.0}),
+        ("Cb", 5, {0: -89.5, 1: -80.5}),
+        ("Cb", 7, {0: -89.0, 1: -79.0}),
+    ):
+        kept = reproduce.kept_evaluation(tmp_path / key, epochs)
+        kept.parent.mkdir(parents=True, exist_ok=True)
+        write_per_image(kept, values)
+        (kept / "reproduce.json").write_text(json.dumps({"trained_epochs": epochs}))
+    for key, epochs in (("Bb", 12), ("Cb", 7)):  # the latest, in the run folder itself
+        latest = reproduce.kept_evaluation(tmp_path / key, epochs)
+        for name in ("evaluation_per_datapoint.csv", "reproduce.json"):
+            shutil.copy2(latest / name, tmp_path / key / name)
+    assert sorted(reproduce.evaluations(tmp_path / "Bb")) == [5, 9, 12]
+    assert reproduce.evaluations(tmp_path / "Bb")[12] == tmp_path / "Bb"
+
+    cell, lines = reproduce.against_row(reproduce.ROWS["Cb"], args)
+    assert cell == "-0.50 ± 0.50 against Bb after 9 epochs"
+    beyond, latest, earlier = lines.splitlines()
+    assert beyond.startswith("- against row Bb (9 epochs) on the same 2 test images: NLL -0.500")
+    assert latest.startswith("- against row Bb (12 epochs) on the same 2 test images: NLL -0.250")
+    assert earlier.startswith(
+        "- after 5 epochs of its own, against row Bb (5 epochs) on the same 2 test images: "
+        "NLL -0.500 ± 0.000"
+    )
+
+
 def test_row_dv_keeps_the_papers_difference_and_adds_the_pairing_with_dh(reproduce, tmp_path):
     """Row Dv has a published number: its cell is the difference from the paper, and its
     section gives, beside it, Dv minus Dh image by image (one difference between them)."""
