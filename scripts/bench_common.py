@@ -1,6 +1,7 @@
-"""What the log-likelihood benchmarks share: their command-line arguments, the pair they
-time (a fresh one of a given configuration, or a trained run's), the header they print,
-and the timing of computations that take turns in one process."""
+"""What the benchmarks share: the header they print and where the shared MNIST copy is;
+for the log-likelihood benchmarks also their command-line arguments, the pair they time (a
+fresh one of a given configuration, or a trained run's), and the timing of computations
+that take turns in one process."""
 
 from __future__ import annotations
 
@@ -44,11 +45,17 @@ def load_pair(args: argparse.Namespace, config: TrainConfig):
         data: ImageData = load_data("mnist", "dynamic", device, args.data_dir, download=False)
         pyro.set_rng_seed(0)
         model, guide = (m.to(device) for m in build_vae(config, data.image_shape))
+    print_header(device)
+    return model, guide, data, config, device
+
+
+def print_header(device: torch.device) -> None:
+    """The date, the device (the GPU's name, or the CPU's architecture) with torch's thread
+    count, and the versions: the lines every benchmark's output begins with."""
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.machine()
     print(f"date: {datetime.now(timezone.utc):%Y-%m-%d %H:%M UTC}")
     print(f"device: {device} ({name}), torch threads: {torch.get_num_threads()}")
     print(f"python {platform.python_version()}, torch {torch.__version__}, pyro {pyro.__version__}")
-    return model, guide, data, config, device
 
 
 def timings(

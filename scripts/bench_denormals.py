@@ -18,14 +18,13 @@ mode; a running pool's threads keep theirs).
 from __future__ import annotations
 
 import argparse
-import platform
 import statistics
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 import pyro
 import torch
+from bench_common import print_header
 from torch import nn
 
 from pyro_vae.compiled import training_loss
@@ -72,9 +71,7 @@ def main() -> None:
             parser.error(f"{run_dir} is not a trained run folder (no checkpoint.pt)")
     torch.set_num_threads(1)
     torch.set_flush_denormal(False)
-    print(f"date: {datetime.now(timezone.utc):%Y-%m-%d %H:%M UTC}")
-    print(f"device: cpu ({platform.machine()}), torch threads: {torch.get_num_threads()}")
-    print(f"python {platform.python_version()}, torch {torch.__version__}, pyro {pyro.__version__}")
+    print_header(torch.device("cpu"))
     print(f"{args.rounds} rounds of {args.steps} loss-and-gradient steps per setting, median\n")
     print("| run | epochs trained | ms per step, IEEE | ms per step, flushed | speed-up |")
     print("| --- | --- | --- | --- | --- |")

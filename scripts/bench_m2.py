@@ -18,15 +18,13 @@ that both see the same machine load; the table gives each form's median over the
 from __future__ import annotations
 
 import argparse
-import platform
 import statistics
 import time
 import types
-from datetime import datetime, timezone
-from pathlib import Path
 
 import pyro
 import torch
+from bench_common import DEFAULT_DATA_DIR, print_header
 from torch import nn
 
 from guides.conditional import LabelConditionedEncoder
@@ -39,7 +37,6 @@ from pyro_vae.run import resolve_device
 from pyro_vae.semisupervised import training_batches
 from pyro_vae.svi import adam, svi_step
 
-DEFAULT_DATA_DIR = Path(__file__).resolve().parents[2] / "shared" / "data"
 CONFIG = dict(
     model="m2", dataset="mnist", labels=3000, hidden_dims=[500], latent_dim=50,
     activation="softplus", lr=3e-4, batch_size=100,
@@ -91,10 +88,7 @@ def main() -> None:
     args = parser.parse_args()
 
     device = resolve_device(args.device)
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.machine()
-    print(f"date: {datetime.now(timezone.utc):%Y-%m-%d %H:%M UTC}")
-    print(f"device: {device} ({name}), torch threads: {torch.get_num_threads()}")
-    print(f"python {platform.python_version()}, torch {torch.__version__}, pyro {pyro.__version__}")
+    print_header(device)
 
     data = load_data("mnist", "dynamic", device, args.data_dir, download=False)
     source = training_batches(TrainConfig(**CONFIG), data)

@@ -16,16 +16,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import resource
 import subprocess
 import sys
 import time
-from datetime import datetime, timezone
-from pathlib import Path
 
 import pyro
 import torch
+from bench_common import DEFAULT_DATA_DIR, print_header
 from torch import nn
 
 from pyro_vae.compiled import training_loss
@@ -36,7 +34,6 @@ from pyro_vae.registry import build_vae, make_elbo
 from pyro_vae.run import resolve_device
 from pyro_vae.svi import adam, svi_step
 
-DEFAULT_DATA_DIR = Path(__file__).resolve().parents[2] / "shared" / "data"
 BASE = dict(dataset="mnist", batch_size=256, lr=1e-3, elbo="trace")
 MODELS = {
     # The network of Pyro's examples/vae/vae.py.
@@ -137,10 +134,7 @@ def main() -> None:
         return
 
     device = resolve_device(args.device)
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.machine()
-    print(f"date: {datetime.now(timezone.utc):%Y-%m-%d %H:%M UTC}")
-    print(f"device: {device} ({name}), torch threads: {torch.get_num_threads()}")
-    print(f"python {platform.python_version()}, torch {torch.__version__}, pyro {pyro.__version__}")
+    print_header(device)
     print(
         f"batch 256, {args.steps} timed steps after {args.warmup}; log-likelihood K="
         f"{args.num_samples} on {args.eval_images} test images; --compile {args.compile} "

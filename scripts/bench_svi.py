@@ -28,41 +28,102 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
-import platform
 import statistics
-import sys
 import time
-from datetime import datetime, timezone
-from pathlib import Path
+from collections.abc import Callable
 
 import pyro
 import pyro.optim
 import torch
+from bench_common import DEFAULT_DATA_DIR, print_header
 from torch.nn import functional as F
 
 from pyro_vae.compiled import training_loss
 from pyro_vae.config import TrainConfig
-from pyro_vae.data import load_data
+from pyro_vae.data import ImageData, load_data
 from pyro_vae.registry import build_vae, make_elbo
 from pyro_vae.run import resolve_device
 from pyro_vae.svi import adam, svi_epoch
 
-DEFAULT_DATA_DIR = Path(__file__).resolve().parents[2] / "shared" / "data"
+BATCH = 256
+# Pyro's example: 784-400-50, softplus, batch 256, Adam(lr=1e-3), Trace_ELBO.
+CONFIG = TrainConfig(
+    dataset="mnist",
+    latent_dim=50,
+    hidden_dims=[400],
+    activation="softplus",
+    batch_size=BATCH,
+    lr=1e-3,
+    elbo="trace",
+)
+
+Epoch = Callable[[], object]  # one pass over the training images; returns the summed loss
 
 
-def network(config: TrainConfig, image_shape, device):
-    model, guide = build_vae(config, image_shape)
-    return model.to(device), guide.to(device)
+@dataclasses.dataclass
+class Bench:
+    """What every loop shares: the training images on the device and one generator that
+    draws their order and binarization."""
+
+    data: ImageData
+    generator: torch.Generator
+
+    @property
+    def device(self) -> torch.device:
+        return self.data.device
+
+    @property
+    def n_train(self) -> int:
+        return self.data.train.shape[0]
+
+    def network(self, config: TrainConfig = CONFIG):
+        model, guide = build_vae(config, self.data.image_shape)
+        return model.to(self.device), guide.to(self.device)
+
+    def batches(self):
+        """A fresh random order of the training images, binarized, batch by batch."""
+        order = torch.randperm(self.n_train, generator=self.generator, device=self.device)
+        for index in order.split(BATCH):
+            yield self.data.train_batch(index, self.generator)
 
 
-LOOPS = [
-    "pyro-vae",
-    "pyro-vae-eager",
-    "hand-written",
-    "hand-written-foreach",
-    "pyro-svi",
-    "pyro-example",
-]
+def with_own_param_store(epoch: Epoch) -> Epoch:
+    """``epoch`` with a Pyro param store of its own, begun as the global store stands now
+    (its maker cleared it) and swapped in around each call: every Pyro loop registers its
+    modules under the same names."""
+    store = pyro.get_param_store()
+    state = store.get_state()
+
+    def run():
+        nonlocal state
+        store.clear()
+        store.set_state(state)
+        total = epoch()
+        state = store.get_state()
+        return total
+
+    return run
+
+
+def pyro_vae_loop(
+    bench: Bench, compile_mode: str = "jit", precision: str = "fp32", check_finite: bool = True
+) -> Epoch:
+    """``pyro_vae.svi.svi_epoch`` with the loss and the optimizer ``pyro-vae train`` builds."""
+    pyro.get_param_store().clear()
+    config = dataclasses.replace(CONFIG, compile=compile_mode, precision=precision)
+    model, guide = bench.network(config)
+    named = list(torch.nn.ModuleDict({"model": model, "guide": guide}).named_parameters())
+    x = bench.data.train_batch(
+        torch.arange(BATCH, device=bench.device), torch.Generator(device=bench.device)
+    )
+    loss_fn, mode = training_loss(make_elbo(config), model, guide, x, named, compile_mode)
+    assert mode == compile_mode, f"the {compile_mode} path fell back to {mode}"
+    optimizer = adam([p for _, p in named], config.lr)
+    return with_own_param_store(
+        lambda: svi_epoch(
+            loss_fn, optimizer, bench.data, bench.generator, BATCH, None, check_finite
+        )
+    )
 
 
 def handwritten_loss(model, guide, x: torch.Tensor) -> torch.Tensor:
@@ -80,7 +141,116 @@ def handwritten_loss(model, guide, x: torch.Tensor) -> torch.Tensor:
     return -(log_px + log_pz - log_qz).sum()
 
 
-def main() -> None:
+def handwritten_loop(bench: Bench, fused: bool = True) -> Epoch:
+    """:func:`handwritten_loss` stepped by the fused Adam (or torch's foreach Adam)."""
+    model, guide = bench.network()
+    params = list(model.parameters()) + list(guide.parameters())
+    if fused:
+        optimizer = adam(params, CONFIG.lr)
+    else:
+        optimizer = torch.optim.Adam(params, lr=CONFIG.lr, foreach=True)
+
+    def epoch():
+        total = torch.zeros((), device=bench.device)
+        for x in bench.batches():
+            loss = handwritten_loss(model, guide, x)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            total += loss.detach()
+        return total
+
+    return epoch
+
+
+def svi_loop(bench: Bench, dataloader: bool = False) -> Epoch:
+    """Plain ``pyro.infer.SVI`` with ``pyro.optim.Adam``; with ``dataloader``, shaped like
+    Pyro's example: a CPU DataLoader whose batches are binarized and copied to the device."""
+    pyro.get_param_store().clear()
+    model, guide = bench.network()
+    svi = pyro.infer.SVI(model, guide, pyro.optim.Adam({"lr": CONFIG.lr}), pyro.infer.Trace_ELBO())
+    if dataloader:
+        images = torch.utils.data.TensorDataset(bench.data.train.cpu().float() / 255)
+        loader = torch.utils.data.DataLoader(images, batch_size=BATCH, shuffle=True)
+
+    def epoch():
+        if dataloader:
+            return sum(svi.step(torch.bernoulli(x).to(bench.device)) for (x,) in loader)
+        return sum(svi.step(x) for x in bench.batches())
+
+    return with_own_param_store(epoch)
+
+
+LOOP_MAKERS: dict[str, Callable[[Bench], Epoch]] = {
+    "pyro-vae": pyro_vae_loop,
+    "pyro-vae-eager": lambda bench: pyro_vae_loop(bench, "eager"),
+    "pyro-vae-bf16": lambda bench: pyro_vae_loop(bench, precision="bf16"),
+    "pyro-vae-unchecked": lambda bench: pyro_vae_loop(bench, check_finite=False),
+    "hand-written": handwritten_loop,
+    "hand-written-foreach": lambda bench: handwritten_loop(bench, fused=False),
+    "pyro-svi": svi_loop,
+    "pyro-example": lambda bench: svi_loop(bench, dataloader=True),
+}
+LOOPS = ["pyro-vae", "pyro-vae-eager", "hand-written", "hand-written-foreach", "pyro-svi",
+         "pyro-example"]  # fmt: skip
+
+
+@dataclasses.dataclass
+class Timing:
+    """One loop's measurements."""
+
+    seconds: list[float] = dataclasses.field(default_factory=list)  # timed epochs
+    losses: list[float] = dataclasses.field(default_factory=list)  # per image, every epoch
+    peak_bytes: int = 0  # of device memory, on a GPU
+
+
+def time_loops(
+    loops: dict[str, Epoch], warmup: int, epochs: int, bench: Bench
+) -> dict[str, Timing]:
+    """Each loop's epochs, the loops taking turns epoch by epoch so that machine drift hits
+    them alike; the first ``warmup`` rounds are not timed."""
+    timings = {name: Timing() for name in loops}
+    cuda = bench.device.type == "cuda"
+    # Pyro's example disables distribution validation; every loop here runs without it.
+    with pyro.validation_enabled(False):
+        for round_ in range(warmup + epochs):
+            for name, epoch in loops.items():
+                if cuda:
+                    torch.cuda.synchronize()
+                    torch.cuda.reset_peak_memory_stats(bench.device)
+                start = time.perf_counter()
+                total = float(epoch())  # float(): waits for the device
+                seconds = time.perf_counter() - start
+                timing = timings[name]
+                timing.losses.append(total / bench.n_train)
+                if round_ >= warmup:
+                    timing.seconds.append(seconds)
+                if cuda:
+                    timing.peak_bytes = max(
+                        timing.peak_bytes, torch.cuda.max_memory_allocated(bench.device)
+                    )
+    return timings
+
+
+def print_table(timings: dict[str, Timing], epochs: int, bench: Bench) -> None:
+    reference = timings.get("hand-written")
+    reference = statistics.median(reference.seconds) if reference else None
+    print(
+        f"| loop | s/epoch (median of {epochs}) | min | images/s | vs hand-written "
+        "| peak GPU memory | final train loss (nats) |"
+    )
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    for name, timing in timings.items():
+        median = statistics.median(timing.seconds)
+        ratio = f"{median / reference:.2f}x" if reference else "-"
+        memory = f"{timing.peak_bytes / 2**20:.0f} MiB" if bench.device.type == "cuda" else "-"
+        print(
+            f"| {name} | {median:.3f} | {min(timing.seconds):.3f} | {bench.n_train / median:,.0f} "
+            f"| {ratio} | {memory} | {timing.losses[-1]:.2f} |"
+        )
+
+
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )
@@ -88,152 +258,26 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=3, help="timed epochs per loop")
     parser.add_argument("--warmup", type=int, default=1, help="untimed epochs per loop first")
     parser.add_argument("--device", default="auto")
-    parser.add_argument(
-        "--loops", nargs="+", default=LOOPS, help="also: pyro-vae-bf16, pyro-vae-unchecked"
-    )
-    args = parser.parse_args()
+    parser.add_argument("--loops", nargs="+", default=LOOPS, choices=list(LOOP_MAKERS),
+                        metavar="LOOP", help=f"of: {', '.join(LOOP_MAKERS)}")  # fmt: skip
+    return parser.parse_args()
 
+
+def main() -> None:
+    args = parse_args()
     device = resolve_device(args.device)
-    config = TrainConfig(
-        dataset="mnist",
-        latent_dim=50,
-        hidden_dims=[400],
-        activation="softplus",
-        batch_size=256,
-        lr=1e-3,
-        elbo="trace",
-    )
     # All 60,000 training images (the validation split too), as in Pyro's example: 235 steps.
     grey = load_data("mnist", "none", device, args.data_dir, download=False)
     data = dataclasses.replace(grey, binarize="dynamic", train=torch.cat([grey.train, grey.valid]))
-    n_train = data.train.shape[0]
-    print(f"date: {datetime.now(timezone.utc):%Y-%m-%d %H:%M UTC}")
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.machine()
-    print(f"device: {device} ({name}), torch threads: {torch.get_num_threads()}")
-    print(f"python {platform.python_version()}, torch {torch.__version__}, pyro {pyro.__version__}")
-    print(f"MNIST train images: {n_train}, batch 256, steps per epoch: {math.ceil(n_train / 256)}")
-
+    bench = Bench(data, torch.Generator(device=device).manual_seed(0))
+    print_header(device)
+    print(f"MNIST train images: {bench.n_train}, batch {BATCH}, steps per epoch: "
+          f"{math.ceil(bench.n_train / BATCH)}")  # fmt: skip
     pyro.set_rng_seed(0)
-    generator = torch.Generator(device=device).manual_seed(0)
-    store = pyro.get_param_store()
-
-    def own_param_store(epoch):
-        # Each Pyro loop keeps its own parameter store (begun empty by its maker), swapped
-        # in around its epochs, because all of them register modules under the same names.
-        state = {"store": store.get_state()}
-
-        def run():
-            store.clear()
-            store.set_state(state["store"])
-            total = epoch()
-            state["store"] = store.get_state()
-            return total
-
-        return run
-
-    def make_pyro_vae(compile_mode: str, precision: str = "fp32", check_finite: bool = True):
-        store.clear()
-        loop_config = dataclasses.replace(config, compile=compile_mode, precision=precision)
-        model, guide = network(loop_config, data.image_shape, device)
-        named = list(torch.nn.ModuleDict({"model": model, "guide": guide}).named_parameters())
-        x = data.train_batch(torch.arange(256, device=device), torch.Generator(device=device))
-        loss_fn, mode = training_loss(make_elbo(config), model, guide, x, named, compile_mode)
-        assert mode == compile_mode, f"the {compile_mode} path fell back to {mode}"
-        optimizer = adam([p for _, p in named], config.lr)
-        return own_param_store(
-            lambda: svi_epoch(loss_fn, optimizer, data, generator, 256, None, check_finite)
-        )
-
-    def make_handwritten(fused: bool):
-        model, guide = network(config, data.image_shape, device)
-        params = list(model.parameters()) + list(guide.parameters())
-        if fused:
-            optimizer = adam(params, config.lr)
-        else:
-            optimizer = torch.optim.Adam(params, lr=config.lr, foreach=True)
-
-        def epoch():
-            total = torch.zeros((), device=device)
-            for index in torch.randperm(n_train, generator=generator, device=device).split(256):
-                loss = handwritten_loss(model, guide, data.train_batch(index, generator))
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                total += loss.detach()
-            return total
-
-        return epoch
-
-    def make_svi(dataloader: bool):
-        store.clear()
-        model, guide = network(config, data.image_shape, device)
-        svi = pyro.infer.SVI(
-            model, guide, pyro.optim.Adam({"lr": config.lr}), pyro.infer.Trace_ELBO()
-        )
-        if dataloader:  # Pyro's example: a CPU DataLoader, batches copied to the device
-            images = torch.utils.data.TensorDataset(data.train.cpu().float() / 255)
-            loader = torch.utils.data.DataLoader(images, batch_size=256, shuffle=True)
-
-        def epoch():
-            total = 0.0
-            if dataloader:
-                for (x,) in loader:
-                    total += svi.step(torch.bernoulli(x).to(device))
-            else:
-                for index in torch.randperm(n_train, generator=generator, device=device).split(256):
-                    total += svi.step(data.train_batch(index, generator))
-            return total
-
-        return own_param_store(epoch)
-
-    makers = {
-        "pyro-vae": lambda: make_pyro_vae("jit"),
-        "pyro-vae-eager": lambda: make_pyro_vae("eager"),
-        "pyro-vae-bf16": lambda: make_pyro_vae("jit", "bf16"),
-        "pyro-vae-unchecked": lambda: make_pyro_vae("jit", check_finite=False),
-        "hand-written": lambda: make_handwritten(fused=True),
-        "hand-written-foreach": lambda: make_handwritten(fused=False),
-        "pyro-svi": lambda: make_svi(dataloader=False),
-        "pyro-example": lambda: make_svi(dataloader=True),
-    }
-    unknown = [name for name in args.loops if name not in makers]
-    if unknown:
-        sys.exit(f"unknown loop(s) {unknown}; valid: {', '.join(makers)}")
-    epochs = {name: makers[name]() for name in args.loops}
-    times = {name: [] for name in args.loops}
-    losses = {name: [] for name in args.loops}
-    peak = {name: 0 for name in args.loops}  # bytes of device memory, on a GPU
-    # Pyro's example disables distribution validation; every loop here runs without it.
-    with pyro.validation_enabled(False):
-        for round_ in range(args.warmup + args.epochs):
-            for name, epoch in epochs.items():
-                if device.type == "cuda":
-                    torch.cuda.synchronize()
-                    torch.cuda.reset_peak_memory_stats(device)
-                start = time.perf_counter()
-                total = float(epoch())  # float(): waits for the device
-                seconds = time.perf_counter() - start
-                losses[name].append(total / n_train)
-                if round_ >= args.warmup:
-                    times[name].append(seconds)
-                if device.type == "cuda":
-                    peak[name] = max(peak[name], torch.cuda.max_memory_allocated(device))
-
+    loops = {name: LOOP_MAKERS[name](bench) for name in args.loops}
+    timings = time_loops(loops, args.warmup, args.epochs, bench)
     print()
-    reference = statistics.median(times["hand-written"]) if "hand-written" in times else None
-    print(
-        f"| loop | s/epoch (median of {args.epochs}) | min | images/s | vs hand-written "
-        "| peak GPU memory | final train loss (nats) |"
-    )
-    print("| --- | --- | --- | --- | --- | --- | --- |")
-    for name in args.loops:
-        median = statistics.median(times[name])
-        ratio = f"{median / reference:.2f}x" if reference else "-"
-        memory = f"{peak[name] / 2**20:.0f} MiB" if device.type == "cuda" else "-"
-        print(
-            f"| {name} | {median:.3f} | {min(times[name]):.3f} | {n_train / median:,.0f} "
-            f"| {ratio} | {memory} | {losses[name][-1]:.2f} |"
-        )
+    print_table(timings, args.epochs, bench)
 
 
 if __name__ == "__main__":

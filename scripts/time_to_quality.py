@@ -18,18 +18,15 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import platform
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 
-import pyro
-import torch
+from bench_common import DEFAULT_DATA_DIR, print_header
 
 from pyro_vae import TrainConfig, train
 from pyro_vae.importance import importance_log_likelihood
 from pyro_vae.registry import build_vae
 
-DEFAULT_DATA_DIR = Path(__file__).resolve().parents[2] / "shared" / "data"
 SETTINGS = {
     "jit": dict(compile="jit", precision="fp32"),
     "eager": dict(compile="eager", precision="fp32"),
@@ -77,10 +74,7 @@ def main() -> None:
         runs[name] = train(config, run_dir=run_dir, progress=False)
 
     device = runs[args.settings[0]].data.device
-    print(f"date: {datetime.now(timezone.utc):%Y-%m-%d %H:%M UTC}")
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.machine()
-    print(f"device: {device} ({name}), torch threads: {torch.get_num_threads()}")
-    print(f"python {platform.python_version()}, torch {torch.__version__}, pyro {pyro.__version__}")
+    print_header(device)
     print(
         f"threshold: test ELBO >= {args.threshold} nats; up to {args.max_epochs} epochs; "
         f"log p̂ with K={args.num_samples} on {args.images} test images"
