@@ -33,9 +33,9 @@ from pathlib import Path
 
 import pyro
 import torch
+from bench_common import DEFAULT_DATA_DIR
 
 ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_DATA_DIR = ROOT.parent / "shared" / "data"
 N_TRAIN = 50_000
 MODEL_FLAGS = ["--dataset", "mnist", "--hidden-dims", "400", "--latent-dim", "20"]
 

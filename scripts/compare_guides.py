@@ -19,11 +19,11 @@ from pathlib import Path
 
 import pyro
 import torch
+from bench_common import DEFAULT_DATA_DIR
 
 from pyro_vae import REGISTRY, TrainConfig, log_likelihood, train
 from pyro_vae.trainer import holds_run
 
-DEFAULT_DATA_DIR = Path(__file__).resolve().parents[2] / "shared" / "data"
 COLUMNS = (
     "| guide | test ELBO | log p̂(x), K={k} | gap | share k̂ > 0.7 | mean ESS | s/epoch |\n"
     "| --- | --- | --- | --- | --- | --- | --- |"

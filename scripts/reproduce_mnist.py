@@ -364,22 +364,19 @@ def against_row(row: Row, args: argparse.Namespace) -> tuple[str, str] | None:
         return None
     mine, other = args.runs_dir / row.key, args.runs_dir / row.against
     own, theirs = evaluations(mine), evaluations(other)
-    latest = read_record(mine)
-    epochs = None if latest is None else latest["trained_epochs"]
+    # The run folders' own evaluations: ``mine`` may hold per-image estimates and no record.
+    epochs = next((n for n, folder in own.items() if folder == mine), None)
+    their_latest = next((n for n, folder in theirs.items() if folder == other), None)
     beyond = [n for n in sorted(theirs) if epochs is not None and n >= epochs]
-    pairs = [(epochs, mine, beyond[0] if beyond else None)]
-    pairs.append((epochs, mine, None))  # the latest against the latest
-    pairs += [(n, own[n], n) for n in sorted(set(own) & set(theirs), reverse=True)
-              if n != epochs]  # fmt: skip
-    lines, cell, seen = [], None, set()
-    for own_epochs, folder, other_epochs in pairs:
-        other_folder = other if other_epochs is None else theirs[other_epochs]
-        record, paired = read_record(other_folder), paired_difference(folder, other_folder)
-        if record is None or paired is None or (folder, other_folder) in seen:
+    pairs = [(mine, beyond[0] if beyond else their_latest), (mine, their_latest)]
+    pairs += [(own[n], n) for n in sorted(set(own) & set(theirs), reverse=True) if n != epochs]
+    lines, cell = [], None
+    for folder, other_epochs in dict.fromkeys(pairs):  # in order, each pairing once
+        paired = None if other_epochs is None else paired_difference(folder, theirs[other_epochs])
+        if paired is None:
             continue
-        seen.add((folder, other_folder))
-        other_epochs = record["trained_epochs"]
-        earlier = "" if folder == mine else f"after {own_epochs:,} epochs of its own, "
+        # An earlier pairing is at equal epochs: the other row's count is this row's too.
+        earlier = "" if folder == mine else f"after {other_epochs:,} epochs of its own, "
         lines.append(
             f"- {earlier}against row {row.against} ({other_epochs:,} epochs) on the same "
             f"{paired.images:,} test images: NLL {-paired.mean:+.3f} ± "
