@@ -343,6 +343,38 @@ def start_networks(config: TrainConfig, pair: nn.ModuleDict, train_images: torch
         pair["model"].decoder.start_output_at(torch.logit(mean))
 
 
+def open_run_dir(
+    config: TrainConfig,
+    run_dir: Path | None,
+    group: ProcessGroup,
+    resume: bool,
+    data: ImageData,
+    batches: TrainingBatches,
+) -> Path:
+    """Check that ``config``'s batches fit the training images, then create the run folder
+    of a new run (refusing one that exists) or reuse a resumed run's, and write its config
+    (and an M2 run's labelled subset) there. Returns the folder."""
+    n_train = batches.size
+    kind = "unlabelled training" if config.model == "m2" else "training"  # what an epoch passes
+    if config.batch_size > n_train:
+        raise UserInputError(
+            f"batch_size {config.batch_size} is larger than the {n_train} {kind} images "
+            f"of {config.dataset}; use --batch-size {n_train} or less"
+        )
+    group.check_shards(config.batch_size, n_train, kind)
+    if not resume:
+        run_dir = Path(run_dir) if run_dir else default_run_dir(config)
+        refuse_existing_run(run_dir)
+        group.barrier()  # every rank has looked before rank 0 creates it
+        if group.is_main:
+            create_run_dir(run_dir)
+    if group.is_main and isinstance(batches, SemiSupervisedBatches):
+        write_labelled(run_dir, batches.labelled.cpu(), data.train_labels.cpu())
+    if group.is_main:
+        write_text_atomically(run_dir / CONFIG_NAME, json.dumps(config.to_dict(), indent=2) + "\n")
+    return run_dir
+
+
 @dataclass
 class Trainer:
     """One training run, prepared (:meth:`prepare`) and then trained (:meth:`fit`)."""
@@ -407,27 +439,7 @@ class Trainer:
         folder, random streams, the loss, optimizer and schedules, the resumed state.
         ``batches``: what a step trains on (default: the training images alone)."""
         batches = batches or TrainingBatches(data)
-        n_train = batches.size
-        kind = "unlabelled training" if config.model == "m2" else "training"  # what an epoch passes
-        if config.batch_size > n_train:
-            raise UserInputError(
-                f"batch_size {config.batch_size} is larger than the {n_train} {kind} images "
-                f"of {config.dataset}; use --batch-size {n_train} or less"
-            )
-        group.check_shards(config.batch_size, n_train, kind)
-        if not resume:
-            run_dir = Path(run_dir) if run_dir else default_run_dir(config)
-            refuse_existing_run(run_dir)
-            group.barrier()  # every rank has looked before rank 0 creates it
-            if group.is_main:
-                create_run_dir(run_dir)
-        if group.is_main and isinstance(batches, SemiSupervisedBatches):
-            write_labelled(run_dir, batches.labelled.cpu(), data.train_labels.cpu())
-        if group.is_main:
-            write_text_atomically(
-                run_dir / CONFIG_NAME, json.dumps(config.to_dict(), indent=2) + "\n"
-            )
-
+        run_dir = open_run_dir(config, run_dir, group, resume, data, batches)
         pair = nn.ModuleDict({"model": model, "guide": guide})
         if state is None:  # a resumed run's parameters come from its checkpoint
             start_networks(config, pair, data.train)
@@ -437,7 +449,7 @@ class Trainer:
         warmup = LatentScale(1.0)
         # A training-sized batch (this rank's shard of one), binarized by a generator of its
         # own: the run's streams stay put.
-        first = torch.arange(min(config.batch_size, n_train), device=device)
+        first = torch.arange(min(config.batch_size, batches.size), device=device)
         own = torch.Generator(device=device).manual_seed(0)
         check_batch = batches.batch(first, own, own, group.shard)
         loss, compile_mode = build_loss(config, data, model, guide, warmup, check_batch)
@@ -475,17 +487,23 @@ class Trainer:
         )
         trainer.start_streams(state)
         if state is not None:
-            model.load_state_dict(state["model"])
-            guide.load_state_dict(state["guide"])
-            optimizer.load_state_dict(state["optimizer"])
-            if scheduler is not None:
-                scheduler.load_state_dict(state["scheduler"])
-            trainer.history = list(state["history"])
-            position = Position(**state["position"])
-            position.order = position.order.to(device) if position.order is not None else None
-            position.total = position.total.to(device) if position.total is not None else None
-            trainer.position = position
+            trainer.restore(state)
         return trainer
+
+    def restore(self, state: dict) -> None:
+        """Take a checkpoint's networks, optimizer, schedule, history and position (its
+        random streams are :meth:`start_streams`'s)."""
+        self.model.load_state_dict(state["model"])
+        self.guide.load_state_dict(state["guide"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.scheduler is not None:
+            self.scheduler.load_state_dict(state["scheduler"])
+        self.history = list(state["history"])
+        position = Position(**state["position"])
+        device = self.data.device
+        position.order = position.order.to(device) if position.order is not None else None
+        position.total = position.total.to(device) if position.total is not None else None
+        self.position = position
 
     # -- random streams ----------------------------------------------------------------------
 
