@@ -7,7 +7,7 @@ parameters always give the same number and the caller's random stream is left un
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import pyro
@@ -19,6 +19,26 @@ from pyro_vae.data import ImageData
 from pyro_vae.errors import UserInputError
 
 EVAL_SEED = 0
+
+
+def program_modules(program: Callable) -> list[nn.Module]:
+    """The nn.Module a Pyro program is, or is a bound method of (pure functions: none)."""
+    owner = getattr(program, "__self__", program)
+    return [owner] if isinstance(owner, nn.Module) else []
+
+
+@contextlib.contextmanager
+def eval_mode(*programs: Callable):
+    """The programs' modules in eval mode (dropout off, batch-norm statistics used), every
+    submodule's own mode restored afterwards."""
+    modes = {m: m.training for p in programs for root in program_modules(p) for m in root.modules()}
+    for module in modes:
+        module.training = False
+    try:
+        yield
+    finally:
+        for module, training in modes.items():
+            module.training = training
 
 
 def stream_seed(*keys: int) -> int:
@@ -124,18 +144,11 @@ def elbo_terms(
             f"the {split} split of this run is empty (trained with --valid-size 0?); "
             "evaluate another split"
         )
-    was_training = model.training, guide.training
-    model.eval()
-    guide.eval()
     totals = torch.zeros(2, device=data.device)  # sum of log p(x|z), sum of the KL estimate
     labels = data.split_labels(split).split(batch_size)
-    try:
-        with fixed_seed(seed, data.device), pyro.validation_enabled(False):
-            for x, y in zip(data.eval_batches(split, batch_size), labels):
-                terms = per_image_terms(model, guide, x, *label_arguments(model, y))
-                totals += torch.stack([term.sum() for term in terms])
-    finally:
-        model.train(was_training[0])
-        guide.train(was_training[1])
+    with eval_mode(model, guide), fixed_seed(seed, data.device), pyro.validation_enabled(False):
+        for x, y in zip(data.eval_batches(split, batch_size), labels):
+            terms = per_image_terms(model, guide, x, *label_arguments(model, y))
+            totals += torch.stack([term.sum() for term in terms])
     reconstruction, kl = (totals / data.split(split).shape[0]).tolist()
     return {"elbo": reconstruction - kl, "reconstruction": reconstruction, "kl": kl}

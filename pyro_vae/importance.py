@@ -46,7 +46,6 @@ import pyro
 import torch
 from pyro import poutine
 from pyro.poutine.util import site_is_subsample
-from torch import nn
 
 from pyro_vae.distributed import SINGLE, ProcessGroup
 from pyro_vae.errors import UserInputError
@@ -54,6 +53,7 @@ from pyro_vae.evaluation import (
     EVAL_SEED,
     enumerated_expectation,
     enumerated_values,
+    eval_mode,
     fixed_seed,
     stream_seed,
 )
@@ -210,26 +210,6 @@ def _check_latent_sites_match(model_sites: dict, guide_sites: dict, data_plate: 
         raise UserInputError(
             f"model site {missing[0]!r} is latent but the guide does not sample it; {fix}"
         )
-
-
-def _modules_of(program: Callable) -> list[nn.Module]:
-    """The nn.Module a Pyro program is, or is a bound method of (pure functions: none)."""
-    owner = getattr(program, "__self__", program)
-    return [owner] if isinstance(owner, nn.Module) else []
-
-
-@contextlib.contextmanager
-def eval_mode(*programs: Callable):
-    """The programs' modules in eval mode (dropout off, batch-norm statistics used), every
-    submodule's own mode restored afterwards."""
-    modes = {m: m.training for p in programs for root in _modules_of(p) for m in root.modules()}
-    for module in modes:
-        module.training = False
-    try:
-        yield
-    finally:
-        for module, training in modes.items():
-            module.training = training
 
 
 def particle_traces(

@@ -20,7 +20,7 @@ Definitions:
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -28,8 +28,7 @@ import torch
 from torch import nn
 
 from models.priors import VampPrior
-from pyro_vae.evaluation import EVAL_SEED, fixed_seed, label_arguments
-from pyro_vae.importance import eval_mode
+from pyro_vae.evaluation import EVAL_SEED, eval_mode, fixed_seed, label_arguments
 
 ACTIVE_UNIT_THRESHOLD = 0.01
 
@@ -190,6 +189,36 @@ def write_latent_summary(stats: LatentStats, out_dir: Path) -> dict:
     return summary
 
 
+@dataclass
+class Figures:
+    """The images one ``pyro-vae viz`` writes into ``out_dir``, by caption."""
+
+    out_dir: Path
+    written: dict[str, Path] = field(default_factory=dict)
+
+    def path(self, caption: str, name: str) -> Path:
+        """Where the figure ``caption`` goes (and is recorded under)."""
+        self.written[caption] = self.out_dir / name
+        return self.written[caption]
+
+    def grid(self, caption: str, name: str, rows: list[torch.Tensor], nrow: int) -> None:
+        from pyro_vae.plots import save_image_grid
+
+        save_image_grid(torch.cat(rows), self.path(caption, name), nrow=nrow)
+
+    def reconstructions(self, images: torch.Tensor, recons: torch.Tensor) -> None:
+        from pyro_vae.plots import save_reconstructions
+
+        caption = "Test images (odd rows) above their reconstructions"
+        save_reconstructions(images, recons, self.path(caption, "reconstructions.png"))
+
+    def latent_map(self, caption: str, points, labels: torch.Tensor, method: str) -> None:
+        from pyro_vae.plots import save_latent_map
+
+        name = f"latent_{method.lower().replace('-', '')}.png"
+        save_latent_map(points, labels, self.path(caption, name), method)
+
+
 @torch.no_grad()
 def write_latent_images(
     run,
@@ -201,86 +230,97 @@ def write_latent_images(
     tsne: bool = False,
 ) -> tuple[dict[str, Path], dict]:
     """The images of ``pyro-vae viz`` in ``out_dir``: ({caption: path}, JSON summary)."""
-    from pyro_vae.plots import save_image_grid, save_latent_map, save_reconstructions
-
     out_dir.mkdir(parents=True, exist_ok=True)
     model, guide, data = run.model, run.guide, run.data
-    was_training = model.training, guide.training
-    model.eval()
-    guide.eval()
     images, labels = data.test.float() / 255, data.test_labels
-    stats = latent_stats(model, guide, images)
-    written: dict[str, Path] = {}
+    figures = Figures(out_dir)
+    with eval_mode(model, guide):
+        stats = latent_stats(model, guide, images)
+        prior_figures(figures, model, images.device)
+        figures.reconstructions(images[:32], model.reconstruct(guide, images[:32]))
+        interpolation_figures(figures, model, guide, images, num_pairs, steps)
+        dims = stats.order[:max_dims]
+        codes = traversal_codes(stats.prior_mean, dims, stats.prior_var.sqrt(), steps=9)
+        caption = (
+            f"Traversals from the prior mean, ±3 prior standard deviations, one row per "
+            f"latent dimension by decreasing average KL: {dims.tolist()}"
+        )
+        figures.grid(caption, "traversals.png", [model.decode_mean(codes)], 9)
+        maps = {"PCA": pca_2d(stats.means)}
+        if tsne:
+            from sklearn.manifold import TSNE
 
-    def grid(caption: str, name: str, rows: list[torch.Tensor], nrow: int) -> None:
-        written[caption] = out_dir / name
-        save_image_grid(torch.cat(rows), written[caption], nrow=nrow)
+            means = stats.means.cpu().numpy()
+            maps["t-SNE"] = TSNE(2, init="pca", random_state=0).fit_transform(means)
+        for method, points in maps.items():
+            caption = f"Latent means of the test set coloured by label ({method})"
+            figures.latent_map(caption, points, labels, method)
+        attribute_figures(figures, model, guide, images, labels, stats, attribute_classes)
+    return figures.written, write_latent_summary(stats, out_dir)
 
-    def decoded(codes: torch.Tensor) -> torch.Tensor:
-        return model.decode_mean(codes)
 
-    with fixed_seed(EVAL_SEED, images.device):
-        prior_codes = model.prior(()).sample((64,))
-        grid("Samples from the prior: decoder means", "samples.png", [decoded(prior_codes)], 8)
-        pixels = model.decode(prior_codes).sample()
-        grid("Samples from the prior: sampled pixels", "samples_pixels.png", [pixels], 8)
-
+def prior_figures(figures: Figures, model: nn.Module, device: torch.device) -> None:
+    """64 draws from the prior, as decoder means and as sampled pixels, and a VampPrior's
+    pseudo-inputs (what its mixture's components are centred on)."""
+    with fixed_seed(EVAL_SEED, device):
+        codes = model.prior(()).sample((64,))
+        means = model.decode_mean(codes)
+        figures.grid("Samples from the prior: decoder means", "samples.png", [means], 8)
+        pixels = model.decode(codes).sample()
+        figures.grid("Samples from the prior: sampled pixels", "samples_pixels.png", [pixels], 8)
     prior = getattr(model, "prior", None)
-    if isinstance(prior, VampPrior):  # what the mixture's components are centred on
+    if isinstance(prior, VampPrior):
         pseudo_inputs = prior.inputs()
         caption = f"The first 64 of the {len(pseudo_inputs)} pseudo-inputs of the VampPrior"
-        grid(caption, "pseudo_inputs.png", [pseudo_inputs[:64]], 8)
+        figures.grid(caption, "pseudo_inputs.png", [pseudo_inputs[:64]], 8)
 
-    caption = "Test images (odd rows) above their reconstructions"
-    written[caption] = out_dir / "reconstructions.png"
-    save_reconstructions(images[:32], model.reconstruct(guide, images[:32]), written[caption])
 
+def interpolation_figures(
+    figures: Figures,
+    model: nn.Module,
+    guide: nn.Module,
+    images: torch.Tensor,
+    num_pairs: int,
+    steps: int,
+) -> None:
+    """Pairs of test images and the decoded path between their codes, straight and along
+    the great circle."""
     for name, path in (("linear", lerp), ("spherical", slerp)):
         rows = []
         for i in range(min(num_pairs, images.shape[0] // 2)):
             a, b = images[2 * i : 2 * i + 1], images[2 * i + 1 : 2 * i + 2]
-            rows += [a, decoded(path(guide.code(a)[0], guide.code(b)[0], steps)), b]
+            rows += [a, model.decode_mean(path(guide.code(a)[0], guide.code(b)[0], steps)), b]
         caption = f"Interpolation between pairs of test images in latent space, {name}"
-        grid(caption, f"interpolation_{name}.png", rows, steps + 2)
+        figures.grid(caption, f"interpolation_{name}.png", rows, steps + 2)
 
-    dims = stats.order[:max_dims]
-    codes = traversal_codes(stats.prior_mean, dims, stats.prior_var.sqrt(), steps=9)
-    caption = (
-        f"Traversals from the prior mean, ±3 prior standard deviations, one row per latent "
-        f"dimension by decreasing average KL: {dims.tolist()}"
-    )
-    grid(caption, "traversals.png", [decoded(codes)], 9)
 
-    maps = {"PCA": pca_2d(stats.means)}
-    if tsne:
-        from sklearn.manifold import TSNE
-
-        maps["t-SNE"] = TSNE(2, init="pca", random_state=0).fit_transform(stats.means.cpu().numpy())
-    for method, points in maps.items():
-        caption = f"Latent means of the test set coloured by label ({method})"
-        written[caption] = out_dir / f"latent_{method.lower().replace('-', '')}.png"
-        save_latent_map(points, labels, written[caption], method)
-
+def attribute_figures(
+    figures: Figures,
+    model: nn.Module,
+    guide: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    stats: LatentStats,
+    attribute_classes: tuple[int, ...],
+) -> None:
+    """Attribute vectors (stroke thickness, and each class asked for) added to the codes of
+    eight test images in seven steps."""
     everyone = torch.ones_like(labels, dtype=torch.bool)
     attributes = {"stroke thickness": extremes(stroke_thickness(images))}
     attributes.update({f"class {c}": (everyone, labels == c) for c in attribute_classes})
     alphas = torch.linspace(-1.5, 1.5, 7, device=images.device)[:, None]
+    base = images[:8]
     for name, (keep, has) in attributes.items():
         vector = attribute_vector(stats.means[keep], has[keep])
-        base = images[:8]
         rows = [
-            torch.cat([x[None], decoded(c + alphas * vector)])
+            torch.cat([x[None], model.decode_mean(c + alphas * vector)])
             for x, c in zip(base, guide.code(base))
         ]
         caption = (
             f"Attribute vector '{name}' (mean code with it minus mean code without), added "
             "in steps -1.5 ... +1.5 to test images (first column: the image)"
         )
-        grid(caption, f"attribute_{name.replace(' ', '_')}.png", rows, 8)
-
-    model.train(was_training[0])
-    guide.train(was_training[1])
-    return written, write_latent_summary(stats, out_dir)
+        figures.grid(caption, f"attribute_{name.replace(' ', '_')}.png", rows, 8)
 
 
 @torch.no_grad()
@@ -288,40 +328,31 @@ def write_class_images(run, out_dir: Path) -> tuple[dict[str, Path], dict]:
     """The images of ``pyro-vae viz`` for a class-conditional model (m2, cvae) in
     ``out_dir``: samples per class, analogies, reconstructions and the latent map, and the
     active units of q(z | x, y) at the test labels. Returns ({caption: path}, summary)."""
-    from pyro_vae.plots import save_image_grid, save_latent_map, save_reconstructions
-
     out_dir.mkdir(parents=True, exist_ok=True)
     model, guide, data = run.model, run.guide, run.data
     classes = model.num_classes
+    figures = Figures(out_dir)
     with eval_mode(model, guide):
         images, labels = data.test.float() / 255, data.test_labels
         stats = latent_stats(model, guide, images, labels=labels)
-        written: dict[str, Path] = {}
         with fixed_seed(EVAL_SEED, images.device):
             caption = (
                 "Samples per class: row y shows E[x | y, z], one z ~ p(z) per column shared "
                 "down the column (one style, every class)"
             )
-            written[caption] = out_dir / "class_samples.png"
-            save_image_grid(model.class_samples(10), written[caption], nrow=10)
+            figures.grid(caption, "class_samples.png", [model.class_samples(10)], 10)
         caption = (
             "Analogies (Kingma et al. 2014, fig. 1): a test image (first column), then its "
             "code z = q's mean at its label, decoded under every class 0, 1, ..."
         )
-        written[caption] = out_dir / "analogies.png"
         base, base_labels = images[:10], labels[:10]
         codes = guide.code(base, base_labels)  # (10, D): the style of each image
         every_class = torch.arange(classes, device=images.device)[:, None]
         decoded = model.decode_mean(codes[None], every_class).transpose(0, 1)  # (10, C, ...)
-        save_image_grid(torch.cat([base[:, None], decoded], 1).flatten(0, 1), written[caption],
-                        nrow=classes + 1)  # fmt: skip
-        caption = "Test images (odd rows) above their reconstructions"
-        written[caption] = out_dir / "reconstructions.png"
+        rows = [torch.cat([base[:, None], decoded], 1).flatten(0, 1)]
+        figures.grid(caption, "analogies.png", rows, classes + 1)
         given = label_arguments(model, labels[:32])
-        save_reconstructions(
-            images[:32], model.reconstruct(guide, images[:32], *given), written[caption]
-        )
+        figures.reconstructions(images[:32], model.reconstruct(guide, images[:32], *given))
         caption = "Latent means of q(z | x, y) at the test labels, coloured by label (PCA)"
-        written[caption] = out_dir / "latent_pca.png"
-        save_latent_map(pca_2d(stats.means), labels, written[caption], "PCA")
-    return written, write_latent_summary(stats, out_dir)
+        figures.latent_map(caption, pca_2d(stats.means), labels, "PCA")
+    return figures.written, write_latent_summary(stats, out_dir)

@@ -29,8 +29,8 @@ from pyro_vae.config import USER_PAIR, USER_TENSOR, TrainConfig, validate
 from pyro_vae.data import ImageData
 from pyro_vae.distributed import process_group
 from pyro_vae.errors import UserInputError
-from pyro_vae.evaluation import fixed_seed
-from pyro_vae.importance import _modules_of, check_pair
+from pyro_vae.evaluation import fixed_seed, program_modules
+from pyro_vae.importance import check_pair
 from pyro_vae.run import Run, resolve_device
 
 USER_BINARIZE = ("dynamic", "none")
@@ -56,7 +56,7 @@ class PyroProgram(nn.Module):
 
     def train(self, mode: bool = True) -> PyroProgram:
         super().train(mode)
-        for module in _modules_of(self.program):
+        for module in program_modules(self.program):
             module.train(mode)
         return self
 

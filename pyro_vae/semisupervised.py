@@ -57,7 +57,7 @@ from torch import nn
 from pyro_vae.config import TrainConfig
 from pyro_vae.data import ImageData, TrainingBatches
 from pyro_vae.errors import UserInputError
-from pyro_vae.importance import eval_mode
+from pyro_vae.evaluation import eval_mode
 
 LABELLED_NAME = "labelled.json"
 
