@@ -229,7 +229,16 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(
         dest="command", required=True, metavar="COMMAND", parser_class=_Parser
     )
+    _add_train_command(commands)
+    _add_evaluate_command(commands)
+    _add_sample_command(commands)
+    _add_viz_command(commands)
+    _add_compare_command(commands)
+    return parser
 
+
+def _add_train_command(commands: argparse._SubParsersAction) -> None:
+    """``pyro-vae train``: the config's flags, and where the run goes."""
     train = commands.add_parser(
         "train",
         help="train a VAE and write a run folder",
@@ -262,6 +271,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument("--quiet", action="store_true", help="no progress bar")
 
+
+def _add_evaluate_command(commands: argparse._SubParsersAction) -> None:
+    """``pyro-vae evaluate``: the ELBO and log p̂(x) of a run's split."""
     evaluate = commands.add_parser(
         "evaluate",
         help="test ELBO of a trained run",
@@ -302,6 +314,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_run_device(evaluate)
 
+
+def _add_sample_command(commands: argparse._SubParsersAction) -> None:
+    """``pyro-vae sample``: a grid of draws from a run's prior."""
     sample = commands.add_parser(
         "sample",
         help="draw images from a trained run's prior",
@@ -318,6 +333,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="PNG to write (default: RUN_DIR/samples-seed<SEED>.png)",
     )
     _add_run_device(sample)
+
+
+def _add_viz_command(commands: argparse._SubParsersAction) -> None:
+    """``pyro-vae viz``: latent-space images and the run's report."""
     viz = commands.add_parser(
         "viz",
         help="latent-space images and report.html of a trained run",
@@ -340,6 +359,9 @@ def build_parser() -> argparse.ArgumentParser:
     viz.add_argument("--tsne", action="store_true", help="also a t-SNE map (slower)")
     _add_run_device(viz)
 
+
+def _add_compare_command(commands: argparse._SubParsersAction) -> None:
+    """``pyro-vae compare``: run folders side by side."""
     compare = commands.add_parser(
         "compare",
         help="put run folders side by side",
@@ -351,7 +373,6 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument(
         "--plot", type=Path, default=None, metavar="FILE", help="overlay the validation curves"
     )
-    return parser
 
 
 def train_config_from_args(args: argparse.Namespace) -> TrainConfig:
