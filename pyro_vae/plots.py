@@ -110,6 +110,76 @@ def save_overlaid_curves(histories: dict[str, list[dict]], path: Path) -> None:
     plt.close(fig)
 
 
+def running_mean(epochs: list[int], values: list[float], window: int) -> tuple[list, list]:
+    """The mean of each ``window`` consecutive values, placed at the last epoch of its
+    window (fewer values than ``window``: none)."""
+    if len(values) < window:
+        return [], []
+    sums = torch.tensor(values, dtype=torch.float64).cumsum(0)
+    means = (sums[window - 1 :] - torch.cat([sums.new_zeros(1), sums[:-window]])) / window
+    return list(epochs[window - 1 :]), means.tolist()
+
+
+def late_series(history: list[dict], key: str, first: int, last: int) -> dict[int, float]:
+    """``key`` by epoch over epochs ``first`` to ``last``, where the history holds it."""
+    return {
+        row["epoch"]: row[key]
+        for row in history
+        if first <= row["epoch"] <= last and row.get(key) is not None
+    }
+
+
+def save_late_curves(
+    histories: dict[str, list[dict]],
+    path: Path,
+    key: str = "test_elbo",
+    window: int = 25,
+    title: str | None = None,
+    quantity: str = "test ELBO",
+) -> None:
+    """The later half of a run up close, which its whole curve, dominated by the first
+    epochs, hides: ``key`` per epoch over the second half of the first history's epochs,
+    each run's values faint and their running mean over ``window`` epochs solid. With a
+    second history (a run it is measured against), a panel of the first minus the second
+    at equal epochs, its running mean likewise: how a lead changes as both train on.
+    ``quantity`` names ``key`` on the axes."""
+    plt = _pyplot()
+    first_history = next(iter(histories.values()))
+    last = max(row["epoch"] for row in first_history)
+    start = max(1, last // 2)
+    series = {label: late_series(h, key, start, last) for label, h in histories.items()}
+    labels = list(series)
+    pair = len(labels) == 2
+    fig, axes = plt.subplots(1, 2 if pair else 1, figsize=(10 if pair else 6, 4), dpi=120)
+    ax = axes[0] if pair else axes
+
+    def draw(ax, epochs: list[int], values: list[float], label: str, color: str) -> None:
+        ax.plot(epochs, values, color=color, alpha=0.25, linewidth=0.8)
+        mean_epochs, means = running_mean(epochs, values, window)
+        ax.plot(mean_epochs, means, color=color, linewidth=2, label=label)
+
+    for index, (label, values) in enumerate(series.items()):
+        epochs = sorted(values)
+        draw(ax, epochs, [values[e] for e in epochs], label, f"C{index}")
+    ax.set_ylabel(f"{quantity}, nats per image (faint: each epoch; solid: mean of {window})")
+    if pair:
+        mine, theirs = series[labels[0]], series[labels[1]]
+        common = sorted(set(mine) & set(theirs))
+        difference = [mine[e] - theirs[e] for e in common]
+        draw(axes[1], common, difference, f"{labels[0]} − {labels[1]}", "C2")
+        axes[1].axhline(0, color="black", linewidth=0.8)
+        axes[1].set_ylabel(f"{quantity}: {labels[0]} − {labels[1]} (nats per image)")
+    for ax in axes if pair else [axes]:
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
 def save_khat_plot(khat, threshold: float, path: Path) -> None:
     """Pareto k̂ of every data point, sorted, with the reliability threshold marked."""
     plt = _pyplot()

@@ -312,6 +312,8 @@ def row_report(
     )
     curve = args.figures_dir / f"mnist-{row.key}.png"
     save_curve(history, curve, f"row {row.key}: {row.configuration}")
+    late = args.figures_dir / f"mnist-{row.key}-late.png"
+    save_late_curve(row, history, args.runs_dir, late)
     flags = train_command(row, Path("RUN"), _fresh(args))
     changes = config_changes(flags, run_dir)
     section = "\n".join([
@@ -332,6 +334,10 @@ def row_report(
         *([comparison[1]] if comparison else []),
         "",
         f"![learning curve of row {row.key}]({os.path.relpath(curve, args.results.parent)})",
+        "",
+        f"![test ELBO of row {row.key} over the second half of its epochs"
+        + (f", beside row {row.against}'s" if row.against else "")
+        + f"]({os.path.relpath(late, args.results.parent)})",
         "",
     ])  # fmt: skip
     return line, section
@@ -394,6 +400,20 @@ def _fresh(args: argparse.Namespace) -> argparse.Namespace:
     """The arguments of a first run, for printing the command that started a row."""
     return argparse.Namespace(**{**vars(args), "epochs": None, "data_dir": "../shared/data",
                                  "no_download": True})  # fmt: skip
+
+
+def save_late_curve(row: Row, history: list[dict], runs_dir: Path, path: Path) -> None:
+    """The row's test ELBO over the second half of its epochs, and where it is measured
+    against another row with a run folder, that row's over the same epochs and the
+    difference: whether the row was still improving, and how its lead changes."""
+    from pyro_vae.plots import save_late_curves
+
+    histories = {row.key: history}
+    other = read_history(runs_dir / row.against) if row.against else []
+    if other:
+        histories[row.against] = other
+    title = f"row {row.key}, second half of its epochs (test ELBO, never used to choose)"
+    save_late_curves(histories, path, title=title)
 
 
 def save_curve(history: list[dict], path: Path, title: str) -> None:

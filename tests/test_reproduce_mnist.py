@@ -127,6 +127,8 @@ def test_rows_f_run_continue_and_report_at_small_scale(reproduce, tmp_path, caps
         assert re.search(rf"\| {key} \| .* \| 1 of 1 \| .* \| {nll:.2f} ± ", text)
         assert (figures / f"mnist-{key}.png").stat().st_size > 1000
         assert f"![learning curve of row {key}](figures/mnist-{key}.png)" in text
+        assert (figures / f"mnist-{key}-late.png").stat().st_size > 1000
+        assert f"second half of its epochs](figures/mnist-{key}-late.png)" in text
     assert read_config(runs / "F2").guide == "iaf" and read_config(runs / "F2").model == "hvae"
 
     assert reproduce.main(["--rows", "F1", "--epochs", "1", *argv]) == 0

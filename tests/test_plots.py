@@ -1,0 +1,33 @@
+"""Figures: the numbers drawn are the numbers computed (the drawing itself is matplotlib's)."""
+
+from __future__ import annotations
+
+import pytest
+
+from pyro_vae.plots import late_series, running_mean, save_late_curves
+
+
+def test_running_mean_is_the_mean_of_each_window_at_its_last_epoch():
+    epochs, means = running_mean([3, 4, 5, 6], [1.0, 2.0, 4.0, 8.0], window=2)
+    assert epochs == [4, 5, 6]
+    assert means == pytest.approx([1.5, 3.0, 6.0])
+    assert running_mean([1, 2, 3], [1.0, 2.0, 3.0], window=3) == ([3], [pytest.approx(2.0)])
+    assert running_mean([1, 2], [1.0, 2.0], window=3) == ([], [])  # fewer values than a window
+
+
+def test_late_series_keeps_the_epochs_asked_for_where_the_history_has_the_column():
+    history = [{"epoch": e, "test_elbo": -100.0 + e} for e in range(10)]
+    history[6]["test_elbo"] = None  # an epoch that skipped the test set
+    assert late_series(history, "test_elbo", 5, 8) == {5: -95.0, 7: -93.0, 8: -92.0}
+    assert late_series(history, "valid_elbo", 0, 9) == {}
+
+
+def test_late_curves_of_one_run_and_of_two(tmp_path):
+    """Written for a run alone and for a run beside the one it is measured against (whose
+    history may run on past it: the figure stops at the first run's last epoch)."""
+    mine = [{"epoch": e, "test_elbo": -90.0 + 0.01 * e} for e in range(1, 101)]
+    theirs = [{"epoch": e, "test_elbo": -90.5 + 0.01 * e} for e in range(1, 201)]
+    save_late_curves({"Cb": mine}, tmp_path / "one.png", window=10)
+    save_late_curves({"Cb": mine, "Bb": theirs}, tmp_path / "two.png", window=10, title="t")
+    assert (tmp_path / "one.png").stat().st_size > 1000
+    assert (tmp_path / "two.png").stat().st_size > (tmp_path / "one.png").stat().st_size
