@@ -154,14 +154,15 @@ def save_late_curves(
     ax = axes[0] if pair else axes
 
     def draw(ax, epochs: list[int], values: list[float], label: str, color: str) -> None:
-        ax.plot(epochs, values, color=color, alpha=0.25, linewidth=0.8)
+        each = f"{label}, each epoch"
+        ax.plot(epochs, values, color=color, alpha=0.25, linewidth=0.8, label=each)
         mean_epochs, means = running_mean(epochs, values, window)
-        ax.plot(mean_epochs, means, color=color, linewidth=2, label=label)
+        ax.plot(mean_epochs, means, color=color, linewidth=2, label=f"{label}, mean of {window}")
 
     for index, (label, values) in enumerate(series.items()):
         epochs = sorted(values)
         draw(ax, epochs, [values[e] for e in epochs], label, f"C{index}")
-    ax.set_ylabel(f"{quantity}, nats per image (faint: each epoch; solid: mean of {window})")
+    ax.set_ylabel(f"{quantity} (nats per image)")
     if pair:
         mine, theirs = series[labels[0]], series[labels[1]]
         common = sorted(set(mine) & set(theirs))
