@@ -313,7 +313,7 @@ def row_report(
     curve = args.figures_dir / f"mnist-{row.key}.png"
     save_curve(history, curve, f"row {row.key}: {row.configuration}")
     late = args.figures_dir / f"mnist-{row.key}-late.png"
-    save_late_curve(row, history, args.runs_dir, late)
+    beside = save_late_curve(row, history, args.runs_dir, late)
     flags = train_command(row, Path("RUN"), _fresh(args))
     changes = config_changes(flags, run_dir)
     section = "\n".join([
@@ -336,7 +336,7 @@ def row_report(
         f"![learning curve of row {row.key}]({os.path.relpath(curve, args.results.parent)})",
         "",
         f"![test ELBO of row {row.key} over the second half of its epochs"
-        + (f", beside row {row.against}'s" if row.against else "")
+        + (f", beside row {beside}'s" if beside else "")
         + f"]({os.path.relpath(late, args.results.parent)})",
         "",
     ])  # fmt: skip
@@ -402,10 +402,11 @@ def _fresh(args: argparse.Namespace) -> argparse.Namespace:
                                  "no_download": True})  # fmt: skip
 
 
-def save_late_curve(row: Row, history: list[dict], runs_dir: Path, path: Path) -> None:
+def save_late_curve(row: Row, history: list[dict], runs_dir: Path, path: Path) -> str | None:
     """The row's test ELBO over the second half of its epochs, and where it is measured
     against another row with a run folder, that row's over the same epochs and the
-    difference: whether the row was still improving, and how its lead changes."""
+    difference: whether the row was still improving, and how its lead changes. Returns
+    the other row's key where it was drawn."""
     from pyro_vae.plots import save_late_curves
 
     histories = {row.key: history}
@@ -414,6 +415,7 @@ def save_late_curve(row: Row, history: list[dict], runs_dir: Path, path: Path) -
         histories[row.against] = other
     title = f"row {row.key}, second half of its epochs (test ELBO, never used to choose)"
     save_late_curves(histories, path, title=title)
+    return row.against if other else None
 
 
 def save_curve(history: list[dict], path: Path, title: str) -> None:

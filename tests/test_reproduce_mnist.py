@@ -296,3 +296,20 @@ def test_threads_default_to_the_cores_per_job_and_can_be_set(reproduce, monkeypa
         reproduce.parse_args(["--threads", "0"])
     assert exit_info.value.code == 2
     assert "--threads must be at least 1, got 0" in capsys.readouterr().err
+
+
+def test_the_late_curve_draws_the_other_row_only_where_its_run_folder_has_a_history(
+    reproduce, tmp_path
+):
+    """Cb's figure of its later epochs adds Bb's curve and the difference when Bb's run
+    folder is on this machine, and says which row it drew (None: Cb alone)."""
+    history = [{"epoch": e, "test_elbo": -92.0 + 0.001 * e} for e in range(1, 61)]
+    figure = tmp_path / "late.png"
+    assert reproduce.save_late_curve(reproduce.ROWS["Cb"], history, tmp_path, figure) is None
+    alone = figure.stat().st_size
+    (tmp_path / "Bb").mkdir()
+    rows = [{"epoch": e, "test_elbo": -92.5 + 0.001 * e} for e in range(0, 90)]
+    (tmp_path / "Bb" / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert reproduce.save_late_curve(reproduce.ROWS["Cb"], history, tmp_path, figure) == "Bb"
+    assert figure.stat().st_size > alone  # a second panel: the difference
+    assert reproduce.save_late_curve(reproduce.ROWS["Bb"], history, tmp_path, figure) is None
