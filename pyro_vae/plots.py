@@ -57,6 +57,18 @@ def save_reconstructions(
     save_image_grid(images, path, nrow=nrow)
 
 
+def epoch_series(
+    history: list[dict], key: str, first: int = 0, last: float = float("inf")
+) -> list[tuple[int, float]]:
+    """(epoch, ``key``) of the history's rows that hold ``key``, over epochs ``first`` to
+    ``last``, in the history's order."""
+    return [
+        (row["epoch"], row[key])
+        for row in history
+        if first <= row["epoch"] <= last and row.get(key) is not None
+    ]
+
+
 def save_curves(history: list[dict], path: Path, title: str | None = None) -> None:
     """ELBO per data point against epoch for the train, validation and test columns; beside
     it, where the history holds them, the ELBO's KL term on validation and test images (near
@@ -65,7 +77,7 @@ def save_curves(history: list[dict], path: Path, title: str | None = None) -> No
 
     def plot(ax, columns: tuple[tuple[str, str], ...]) -> None:
         for key, label in columns:
-            points = [(row["epoch"], row[key]) for row in history if row.get(key) is not None]
+            points = epoch_series(history, key)
             if points:
                 ax.plot(*zip(*points), marker="o", markersize=3, label=label)
         ax.set_xlabel("epoch")
@@ -97,7 +109,7 @@ def save_overlaid_curves(histories: dict[str, list[dict]], path: Path) -> None:
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
     for label, history in histories.items():
         for key, style, suffix in (("valid_elbo", "-", ""), ("test_elbo", "--", " (test)")):
-            points = [(row["epoch"], row[key]) for row in history if row.get(key) is not None]
+            points = epoch_series(history, key)
             if points:
                 ax.plot(*zip(*points), style, marker="o", markersize=2, label=label + suffix)
                 break
@@ -120,15 +132,6 @@ def running_mean(epochs: list[int], values: list[float], window: int) -> tuple[l
     return list(epochs[window - 1 :]), means.tolist()
 
 
-def late_series(history: list[dict], key: str, first: int, last: int) -> dict[int, float]:
-    """``key`` by epoch over epochs ``first`` to ``last``, where the history holds it."""
-    return {
-        row["epoch"]: row[key]
-        for row in history
-        if first <= row["epoch"] <= last and row.get(key) is not None
-    }
-
-
 def save_late_curves(
     histories: dict[str, list[dict]],
     path: Path,
@@ -147,7 +150,7 @@ def save_late_curves(
     first_history = next(iter(histories.values()))
     last = max(row["epoch"] for row in first_history)
     start = max(1, last // 2)
-    series = {label: late_series(h, key, start, last) for label, h in histories.items()}
+    series = {label: dict(epoch_series(h, key, start, last)) for label, h in histories.items()}
     labels = list(series)
     pair = len(labels) == 2
     fig, axes = plt.subplots(1, 2 if pair else 1, figsize=(10 if pair else 6, 4), dpi=120)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pyro_vae.plots import late_series, running_mean, save_late_curves
+from pyro_vae.plots import epoch_series, running_mean, save_late_curves
 
 
 def test_running_mean_is_the_mean_of_each_window_at_its_last_epoch():
@@ -15,11 +15,12 @@ def test_running_mean_is_the_mean_of_each_window_at_its_last_epoch():
     assert running_mean([1, 2], [1.0, 2.0], window=3) == ([], [])  # fewer values than a window
 
 
-def test_late_series_keeps_the_epochs_asked_for_where_the_history_has_the_column():
+def test_epoch_series_keeps_the_epochs_asked_for_where_the_history_has_the_column():
     history = [{"epoch": e, "test_elbo": -100.0 + e} for e in range(10)]
     history[6]["test_elbo"] = None  # an epoch that skipped the test set
-    assert late_series(history, "test_elbo", 5, 8) == {5: -95.0, 7: -93.0, 8: -92.0}
-    assert late_series(history, "valid_elbo", 0, 9) == {}
+    assert epoch_series(history, "test_elbo", 5, 8) == [(5, -95.0), (7, -93.0), (8, -92.0)]
+    assert epoch_series(history, "valid_elbo", 0, 9) == []
+    assert len(epoch_series(history, "test_elbo")) == 9  # every epoch but the skipped one
 
 
 def test_late_curves_of_one_run_and_of_two(tmp_path):
