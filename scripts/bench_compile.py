@@ -18,7 +18,8 @@ RESULTS.md say (IWAE k=5 with DReG gradients, 2×200 tanh, batch 20).
 
 Each variant has its own freshly initialized copy of the same network; the first
 ``--warmup`` steps (compilation included) are not timed, then the variants take turns for
-``--rounds`` rounds of ``--steps`` steps, and the median step time is reported.
+one untimed and ``--rounds`` timed rounds of ``--steps`` steps, and the median step time is
+reported.
 
     python scripts/bench_compile.py --rounds 5 --steps 40
     python scripts/bench_compile.py --variants eager jit --elbo iwae-dreg --num-particles 5 \
@@ -28,13 +29,12 @@ Each variant has its own freshly initialized copy of the same network; the first
 from __future__ import annotations
 
 import argparse
-import platform
-import statistics
 import time
-from datetime import datetime, timezone
+from collections.abc import Callable
 
 import pyro
 import torch
+from bench_common import print_header, timings
 
 from pyro_vae.compiled import training_loss
 from pyro_vae.config import TrainConfig
@@ -62,7 +62,7 @@ def make_step(variant: str, config: TrainConfig, x: torch.Tensor):
     return lambda batch: svi_step(loss, optimizer, batch)
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--warmup", type=int, default=20)
@@ -74,27 +74,20 @@ def main() -> None:
     parser.add_argument("--hidden-dims", type=int, nargs="+", default=[400])
     parser.add_argument("--latent-dim", type=int, default=50)
     parser.add_argument("--activation", default="softplus", choices=list(ACTIVATIONS))
-    args = parser.parse_args()
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    config = TrainConfig(
-        hidden_dims=args.hidden_dims,
-        latent_dim=args.latent_dim,
-        activation=args.activation,
-        elbo=args.elbo,
-        num_particles=args.num_particles,
-        device=device,
-    )
-    generator = torch.Generator().manual_seed(0)
-    batches = torch.bernoulli(
-        torch.full((8, args.batch_size, 1, 28, 28), 0.13), generator=generator
-    )
-    batches = batches.to(device)
+    return parser.parse_args()
+
+
+def warmed_up_steps(
+    variants: list[str], config: TrainConfig, batches: torch.Tensor, warmup: int
+) -> tuple[dict[str, Callable], dict[str, str]]:
+    """Each variant's step after ``warmup`` untimed steps (its compilation), and the reason
+    of each variant that could not run; both printed as they come."""
     steps, failed = {}, {}
-    for variant in args.variants:
+    for variant in variants:
         try:
             step = make_step(variant, config, batches[0])
             started = time.perf_counter()
-            for i in range(args.warmup):
+            for i in range(warmup):
                 step(batches[i % len(batches)])
             print(
                 f"{variant}: warm-up (compilation included) {time.perf_counter() - started:.1f} s"
@@ -103,36 +96,51 @@ def main() -> None:
         except Exception as error:  # noqa: BLE001 - a variant that cannot run is reported
             failed[variant] = f"{type(error).__name__}: {str(error).splitlines()[0][:160]}"
             print(f"{variant}: failed ({failed[variant]})")
-    times: dict[str, list[float]] = {variant: [] for variant in steps}
-    for _ in range(args.rounds):
-        for variant, step in steps.items():
-            if device == "cuda":
-                torch.cuda.synchronize()
-            started = time.perf_counter()
-            for i in range(args.steps):
-                step(batches[i % len(batches)])
-            if device == "cuda":
-                torch.cuda.synchronize()
-            times[variant].append((time.perf_counter() - started) / args.steps)
-    name = (
-        torch.cuda.get_device_name()
-        if device == "cuda"
-        else f"cpu ({torch.get_num_threads()} threads)"
+    return steps, failed
+
+
+def print_table(seconds: dict[str, float], failed: dict[str, str]) -> None:
+    """Milliseconds per step of each variant, and its ratio to the jit variant's."""
+    print("| variant | ms per step | vs jit |")
+    print("| --- | --- | --- |")
+    base = seconds.get("jit")
+    for variant, value in seconds.items():
+        ratio = f"{value / base:.2f}x" if base else ""
+        print(f"| {variant} | {1000 * value:.2f} | {ratio} |")
+    for variant, reason in failed.items():
+        print(f"| {variant} | failed: {reason} | |")
+
+
+def main() -> None:
+    args = parse_args()
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    config = TrainConfig(
+        hidden_dims=args.hidden_dims,
+        latent_dim=args.latent_dim,
+        activation=args.activation,
+        elbo=args.elbo,
+        num_particles=args.num_particles,
+        device=device.type,
     )
-    print(f"\n{name}; python {platform.python_version()}, torch {torch.__version__}, "
-          f"pyro {pyro.__version__}; {datetime.now(timezone.utc):%Y-%m-%d %H:%M UTC}")  # fmt: skip
+    generator = torch.Generator().manual_seed(0)
+    batches = torch.bernoulli(
+        torch.full((8, args.batch_size, 1, 28, 28), 0.13), generator=generator
+    ).to(device)
+    steps, failed = warmed_up_steps(args.variants, config, batches, args.warmup)
+
+    def steps_of(step: Callable) -> Callable[[], None]:
+        return lambda: [step(batches[i % len(batches)]) for i in range(args.steps)]
+
+    # the variants take turns, round by round; timings' own first round is one more warm-up
+    seconds, _ = timings(
+        {variant: steps_of(step) for variant, step in steps.items()}, args.rounds, device
+    )
+    print()
+    print_header(device)
     network = "-".join(map(str, [784, *args.hidden_dims, args.latent_dim])) + f" {args.activation}"
     print(f"{args.elbo} (K = {args.num_particles}), {network} MLPs, batch {args.batch_size}, "
           f"median of {args.rounds} rounds of {args.steps} steps\n")  # fmt: skip
-    print("| variant | ms per step | vs jit |")
-    print("| --- | --- | --- |")
-    base = statistics.median(times["jit"]) if "jit" in times else None
-    for variant, values in times.items():
-        ms = 1000 * statistics.median(values)
-        ratio = f"{statistics.median(values) / base:.2f}x" if base else ""
-        print(f"| {variant} | {ms:.2f} | {ratio} |")
-    for variant, reason in failed.items():
-        print(f"| {variant} | failed: {reason} | |")
+    print_table({variant: value / args.steps for variant, value in seconds.items()}, failed)
 
 
 if __name__ == "__main__":

@@ -21,9 +21,10 @@ import dataclasses
 from datetime import datetime
 from pathlib import Path
 
+import torch
 from bench_common import DEFAULT_DATA_DIR, print_header
 
-from pyro_vae import TrainConfig, train
+from pyro_vae import Run, TrainConfig, train
 from pyro_vae.importance import importance_log_likelihood
 from pyro_vae.registry import build_vae
 
@@ -39,7 +40,7 @@ def log_likelihood(model, guide, images, num_samples) -> tuple[float, float]:
     return summary["log_likelihood"], summary["standard_error"]
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )
@@ -51,8 +52,11 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=1000, help="test images for log p̂")
     parser.add_argument("--num-samples", type=int, default=5000)
     parser.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
-    args = parser.parse_args()
+    return parser.parse_args()
 
+
+def train_settings(args: argparse.Namespace) -> dict[str, Run]:
+    """One run of Pyro's example network per setting, each in a fresh folder under ``--out``."""
     base = TrainConfig(
         dataset="mnist",
         data_dir=args.data_dir,
@@ -72,9 +76,36 @@ def main() -> None:
         config = dataclasses.replace(base, **SETTINGS[name])
         run_dir = Path(args.out) / f"{name}-{datetime.now():%Y%m%d-%H%M%S}"
         runs[name] = train(config, run_dir=run_dir, progress=False)
+    return runs
 
-    device = runs[args.settings[0]].data.device
-    print_header(device)
+
+def time_to_threshold(history: list[dict], threshold: float) -> tuple[str, str, float]:
+    """(epochs to the threshold, training seconds to it, seconds per epoch) as table cells:
+    the first epoch whose test ELBO reaches ``threshold`` (history[0] is the untrained
+    evaluation), or "not in N" and "-"."""
+    rows = history[1:]
+    reached = next((r for r in rows if r["test_elbo"] >= threshold), None)
+    per_epoch = sum(r["seconds"] for r in rows) / len(rows)
+    if reached is None:
+        return f"not in {len(rows)}", "-", per_epoch
+    seconds = sum(r["seconds"] for r in rows[: reached["epoch"]])
+    return f"{reached['epoch']}", f"{seconds:.1f}", per_epoch
+
+
+def bf16_log_likelihood(run: Run, images: torch.Tensor, num_samples: int) -> float:
+    """log p̂(x) of ``run``'s fp32 weights in bf16 networks, with the same images and draws."""
+    config = dataclasses.replace(run.config, precision="bf16")
+    model, guide = build_vae(config, run.data.image_shape)
+    model.load_state_dict(run.model.state_dict())
+    guide.load_state_dict(run.guide.state_dict())
+    device = run.data.device
+    return log_likelihood(model.to(device), guide.to(device), images, num_samples)[0]
+
+
+def main() -> None:
+    args = parse_args()
+    runs = train_settings(args)
+    print_header(runs[args.settings[0]].data.device)
     print(
         f"threshold: test ELBO >= {args.threshold} nats; up to {args.max_epochs} epochs; "
         f"log p̂ with K={args.num_samples} on {args.images} test images"
@@ -87,29 +118,19 @@ def main() -> None:
     print("| --- | --- | --- | --- | --- | --- | --- |")
     images, scores = {}, {}
     for name, run in runs.items():
-        rows = run.history[1:]
-        reached = next((r for r in rows if r["test_elbo"] >= args.threshold), None)
-        epochs = f"{reached['epoch']}" if reached else f"not in {len(rows)}"
-        seconds = sum(r["seconds"] for r in rows[: reached["epoch"]]) if reached else None
-        per_epoch = sum(r["seconds"] for r in rows) / len(rows)
+        epochs, to_threshold, per_epoch = time_to_threshold(run.history, args.threshold)
         images[name] = run.data.test[: args.images].float().div(255).round()
         lpx, se = scores[name] = log_likelihood(
             run.model, run.guide, images[name], args.num_samples
         )
-        to_threshold = f"{seconds:.1f}" if seconds is not None else "-"
+        last = run.history[-1]
         print(
-            f"| {name} | {rows[-1]['compile']} | {epochs} | {to_threshold} | {per_epoch:.2f} "
-            f"| {rows[-1]['test_elbo']:.2f} | {lpx:.2f} ± {se:.2f} |"
+            f"| {name} | {last['compile']} | {epochs} | {to_threshold} | {per_epoch:.2f} "
+            f"| {last['test_elbo']:.2f} | {lpx:.2f} ± {se:.2f} |"
         )
     if "jit" in runs:
-        fp32 = runs["jit"]
-        config = dataclasses.replace(fp32.config, precision="bf16")
-        model, guide = build_vae(config, fp32.data.image_shape)
-        model.load_state_dict(fp32.model.state_dict())
-        guide.load_state_dict(fp32.guide.state_dict())
-        model, guide = model.to(device), guide.to(device)
         same_fp32 = scores["jit"][0]  # the same images, draws and seed
-        same_bf16, _ = log_likelihood(model, guide, images["jit"], args.num_samples)
+        same_bf16 = bf16_log_likelihood(runs["jit"], images["jit"], args.num_samples)
         print()
         print(
             f"the jit run's weights, same draws: log p̂ {same_fp32:.3f} (fp32 networks), "

@@ -16,11 +16,16 @@ SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 
 
 def load_script(name: str) -> types.ModuleType:
-    """``scripts/<name>.py`` as a module (scripts/ is not a package)."""
+    """``scripts/<name>.py`` as a module (scripts/ is not a package). As when the script is
+    run, scripts/ is on the path while it loads, for its ``import bench_common``."""
     spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
+    sys.path.insert(0, str(SCRIPTS))
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(SCRIPTS))
     return module
 
 
