@@ -40,6 +40,7 @@ from pyro_vae.compiled import training_loss
 from pyro_vae.config import TrainConfig
 from pyro_vae.nn import ACTIVATIONS
 from pyro_vae.registry import build_vae, make_elbo, names
+from pyro_vae.run import resolve_device
 from pyro_vae.svi import adam, svi_step
 
 VARIANTS = ("eager", "jit", "compile-networks", "compile-loss")
@@ -113,7 +114,7 @@ def print_table(seconds: dict[str, float], failed: dict[str, str]) -> None:
 
 def main() -> None:
     args = parse_args()
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = resolve_device("auto")
     config = TrainConfig(
         hidden_dims=args.hidden_dims,
         latent_dim=args.latent_dim,
