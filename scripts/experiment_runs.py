@@ -69,7 +69,10 @@ class Children:
         self.running: set[subprocess.Popen] = set()
         self.stopping = threading.Event()
 
-    def run(self, command: list[str], log: Path, minutes: float | None, env: dict) -> int:
+    def run(self, command: list[str], log: Path, minutes: float | None, threads: int) -> int:
+        """``command`` on ``threads`` threads, its output appended to ``log``, stopped (and
+        checkpointed) after ``minutes`` where given; its exit code."""
+        env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
         with log.open("a") as out:
             out.write(f"\n$ {' '.join(command)}\n")
             out.flush()
@@ -92,6 +95,18 @@ class Children:
                 with self.lock:
                     self.running.discard(child)
             return child.returncode
+
+    def train(
+        self, command: list[str], run_dir: Path, log: Path, args: argparse.Namespace
+    ) -> int | None:
+        """Train the run in ``run_dir`` by ``command`` for up to ``--max-minutes`` on
+        ``--threads`` threads, unless it has trained its epochs or stopped early. The exit code
+        where training failed; None where it trained, was stopped (it checkpoints; the next
+        invocation continues it) or had nothing left to do."""
+        if args.max_minutes <= 0 or training_finished(run_dir, args.epochs):
+            return None
+        code = self.run(command, log, args.max_minutes, args.threads)
+        return None if code in (0, EXIT_INTERRUPTED) else code
 
     def stop(self, signum=None, frame=None) -> None:
         with self.lock:

@@ -214,11 +214,9 @@ def run_row(row: Row, args: argparse.Namespace, children: Children) -> str:
     """Train the row for up to ``--max-minutes``, then evaluate it if its parameters changed."""
     run_dir = args.runs_dir / row.key
     log = args.runs_dir / f"{row.key}.log"
-    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
-    if args.max_minutes > 0 and not training_finished(run_dir, args.epochs):
-        code = children.run(train_command(row, run_dir, args), log, args.max_minutes, env)
-        if code not in (0, EXIT_INTERRUPTED):
-            return f"row {row.key}: training failed (exit {code}); see {log}"
+    failed = children.train(train_command(row, run_dir, args), run_dir, log, args)
+    if failed is not None:
+        return f"row {row.key}: training failed (exit {failed}); see {log}"
     if children.stopping.is_set():
         return f"row {row.key}: stopped; the next invocation continues it"
     if not (run_dir / "checkpoint.pt").is_file():
@@ -233,7 +231,7 @@ def run_row(row: Row, args: argparse.Namespace, children: Children) -> str:
     if args.max_images is not None:
         command += ["--max-images", str(args.max_images)]
     started = time.perf_counter()
-    code = children.run([*command, "--quiet"], log, None, env)
+    code = children.run([*command, "--quiet"], log, None, args.threads)
     if code != 0:
         return f"row {row.key}: evaluation failed (exit {code}); see {log}"
     evaluation = json.loads((run_dir / "evaluation.json").read_text())

@@ -44,7 +44,6 @@ from experiment_runs import (  # noqa: E402
     run_rows,
     section_body,
     shell_line,
-    training_finished,
     training_seconds,
 )
 
@@ -81,11 +80,9 @@ def train_command(labels: int, run_dir: Path, args: argparse.Namespace) -> list[
 def run_row(labels: int, args: argparse.Namespace, children: Children) -> str:
     run_dir = args.runs_dir / f"m2-{labels}"
     log = args.runs_dir / f"m2-{labels}.log"
-    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
-    if args.max_minutes > 0 and not training_finished(run_dir, args.epochs):
-        code = children.run(train_command(labels, run_dir, args), log, args.max_minutes, env)
-        if code not in (0, EXIT_INTERRUPTED):
-            return f"{labels} labels: training failed (exit {code}); see {log}"
+    failed = children.train(train_command(labels, run_dir, args), run_dir, log, args)
+    if failed is not None:
+        return f"{labels} labels: training failed (exit {failed}); see {log}"
     if not (run_dir / "checkpoint.pt").is_file():
         return f"{labels} labels: not trained yet"
     return f"{labels} labels: epoch {read_history(run_dir)[-1]['epoch']}"
