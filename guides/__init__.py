@@ -7,6 +7,7 @@ from guides.encoders import ConvEncoder, MLPEncoder
 from guides.flows import FlowGuide
 from guides.full_normal import FullNormalGuide
 from guides.hierarchical import HierarchicalGuide
+from guides.hierarchical_skip import ImageAndCodeEncoder, SkipHierarchicalGuide
 from guides.lowrank_normal import LowRankNormalGuide
 from guides.mixture import MixtureGuide
 from guides.student_t import StudentTGuide
@@ -21,9 +22,11 @@ __all__ = [
     "FlowGuide",
     "FullNormalGuide",
     "HierarchicalGuide",
+    "ImageAndCodeEncoder",
     "LowRankNormalGuide",
     "MLPEncoder",
     "MixtureGuide",
+    "SkipHierarchicalGuide",
     "StudentTGuide",
     "ZukoFlowGuide",
     "ZukoFlowPrior",

@@ -38,6 +38,11 @@ class HierarchicalGuide(nn.Module):
     def code(self, x: torch.Tensor) -> torch.Tensor:
         return self.top.code(self.bottom.code(x))
 
+    def codes(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(z1, z2): each layer's representative code, bottom first as the guide draws."""
+        z1 = self.bottom.code(x)
+        return z1, self.top.code(z1)
+
     @property
     def flows(self):
         return getattr(self.top, "flows", None)

@@ -3,6 +3,7 @@
 from models.conditional import ClassConditionalModel
 from models.decoders import ConvDecoder, MLPDecoder
 from models.hvae import HierarchicalVAEModel
+from models.hvae_skip import SkipDecoder, SkipHierarchicalVAEModel
 from models.likelihoods import (
     BernoulliImage,
     BernoulliLikelihood,
@@ -39,6 +40,8 @@ __all__ = [
     "LearnedNormalPrior",
     "MLPDecoder",
     "MixtureOfGaussiansPrior",
+    "SkipDecoder",
+    "SkipHierarchicalVAEModel",
     "StandardNormalPrior",
     "VAEModel",
     "VampPrior",

@@ -68,7 +68,8 @@ TRAIN_HELP = {
     "train array); 0: train on all, with no validation ELBO (early stopping refused)",
     "binarize": f"binarization ({_one_of(BINARIZE_MODES)}); default: the likelihood's "
     "(dynamic for bernoulli)",
-    "model": f"model ({_one_of(names('model'))}); hvae has two stochastic layers; m2 is "
+    "model": f"model ({_one_of(names('model'))}); hvae and hvae-skip have two stochastic "
+    "layers (hvae-skip: the VampPrior paper's, decoding from both, inferring z2 first); m2 is "
     "Kingma et al. 2014's semi-supervised model (label summed out by enumeration), cvae the "
     "class-conditional VAE p(x|y)",
     "labels": "m2: training images that keep their label, balanced over the classes and "
@@ -85,9 +86,9 @@ TRAIN_HELP = {
     "likelihood": f"likelihood p(x|z) ({_one_of(names('likelihood'))})",
     "encoder": f"encoder network ({_one_of(names('encoder'))})",
     "guide": f"variational family q(z|x) ({_one_of(names('guide'))})",
-    "latent_dim": "dimension of z (of the bottom layer z1 under hvae)",
-    "top_latent_dim": "hvae: dimension of the top layer z2",
-    "top_guide": "hvae: family of the top layer's guide (default: --guide)",
+    "latent_dim": "dimension of z (of the bottom layer z1 under hvae, hvae-skip)",
+    "top_latent_dim": "hvae, hvae-skip: dimension of the top layer z2",
+    "top_guide": "hvae, hvae-skip: family of the top layer's guide (default: --guide)",
     "hidden_dims": "hidden layer widths, encoder side first (the decoder mirrors them)",
     "activation": f"activation between layers ({_one_of(ACTIVATIONS)})",
     "conv_channels": "channels of the conv encoder's stages (the conv decoder mirrors them)",

@@ -27,6 +27,9 @@ OPTIMIZERS = ("adam", "adam-normgrad")  # pyro_vae.svi.OPTIMIZERS
 OUTPUT_BIASES = ("torch", "data-logit")  # the mlp decoders' output bias, at the start
 LR_SCHEDULES = ("constant", "exponential", "burda", "plateau")  # pyro_vae.schedules
 LABELLED_WEIGHTINGS = ("batch", "data")  # m2: pyro_vae.semisupervised.labelled_scale
+# Models with two stochastic layers z1 (latent_dim) and z2 (top_latent_dim, the prior's):
+# Burda et al.'s chain (models.hvae) and the VampPrior paper's (models.hvae_skip)
+TWO_LAYER_MODELS = ("hvae", "hvae-skip")
 # config.model and config.dataset of a run trained from a user's own pair and tensor of
 # images (pyro_vae.pairs.train_pair): no registry entry builds it
 USER_PAIR = "user-pair"
@@ -56,15 +59,17 @@ class TrainConfig:
     binarize: str | None = None  # None: the likelihood's default ("dynamic" for bernoulli)
     valid_size: int | None = None  # training images that validate (None: the data set's; 0: none)
     # generative model p(z) p(x|z) and guide q(z|x), each part chosen by registry name
-    model: str = "vae"  # or "hvae": p(z2) p(z1|z2) p(x|z1), guide q(z1|x) q(z2|z1); m2, cvae
+    # "hvae": p(z2) p(z1|z2) p(x|z1), guide q(z1|x) q(z2|z1); "hvae-skip": p(z2) p(z1|z2)
+    # p(x|z1,z2), guide q(z2|x) q(z1|x,z2); m2, cvae
+    model: str = "vae"
     prior: str = "standard-normal"
     decoder: str = "mlp"
     likelihood: str = "bernoulli"
     encoder: str = "mlp"
     guide: str = "diag-normal"
     latent_dim: int = 20
-    top_latent_dim: int = 10  # hvae: size of z2 (latent_dim is z1's)
-    top_guide: str | None = None  # hvae: the top layer's family (None: same as guide)
+    top_latent_dim: int = 10  # two-layer models: size of z2 (latent_dim is z1's)
+    top_guide: str | None = None  # two-layer models: z2's family (None: same as guide)
     hidden_dims: list[int] = field(default_factory=lambda: [400])
     activation: str = "softplus"
     conv_channels: list[int] = field(default_factory=lambda: [32, 64])  # conv encoder/decoder
@@ -304,9 +309,9 @@ def _validate_combinations(config: TrainConfig) -> None:
             f"--pseudo-inputs {config.pseudo_inputs} shapes the vamp prior's pseudo-inputs, "
             f"and --prior {config.prior} has none; give --prior vamp or drop --pseudo-inputs"
         )
-    # The guide families built: hvae's top layer has its own (default: --guide's).
+    # The guide families built: a two-layer model's top layer has its own (default: --guide's).
     families = {config.guide}
-    if config.model == "hvae":
+    if config.model in TWO_LAYER_MODELS:
         families.add(config.top_guide or config.guide)
     if config.guide_scale != "softplus" and families != {"diag-normal"}:
         raise UserInputError(

@@ -30,10 +30,12 @@ from guides import (
     FlowGuide,
     FullNormalGuide,
     HierarchicalGuide,
+    ImageAndCodeEncoder,
     LabelConditionedEncoder,
     LowRankNormalGuide,
     MixtureGuide,
     MLPEncoder,
+    SkipHierarchicalGuide,
     StudentTGuide,
     ZukoFlowGuide,
     ZukoFlowPrior,
@@ -52,6 +54,8 @@ from models import (
     LearnedNormalPrior,
     MixtureOfGaussiansPrior,
     MLPDecoder,
+    SkipDecoder,
+    SkipHierarchicalVAEModel,
     StandardNormalPrior,
     VAEModel,
     VampPrior,
@@ -239,6 +243,61 @@ def build_two_layer(config: TrainConfig, image_shape: tuple[int, ...], num_class
     return model, guide
 
 
+def build_two_layer_skip(config: TrainConfig, image_shape: tuple[int, ...], num_classes: int):
+    """The VampPrior paper's two-level VAE: p(z2) p(z1|z2) p(x|z1,z2) with q(z2|x) q(z1|x,z2)
+    (``models.hvae_skip``). ``latent_dim`` is z1's size, ``top_latent_dim`` z2's; ``guide``
+    is z1's family and ``top_guide`` (default: ``guide``) z2's. Its networks are MLPs, gated
+    where ``encoder``/``decoder`` say ``gated-mlp``."""
+    for kind in ("encoder", "decoder"):
+        if getattr(config, kind) not in ("mlp", "gated-mlp"):
+            raise UserInputError(
+                f"--model hvae-skip builds MLP networks; --{kind} {getattr(config, kind)} is "
+                f"not one: give --{kind} mlp or gated-mlp (or use --model hvae)"
+            )
+    likelihood = lookup("likelihood", config.likelihood)(config, image_shape)
+    top = _guide(
+        config,
+        config.top_guide or config.guide,
+        _network(config, "encoder", image_shape),
+        config.top_latent_dim,
+    )
+    bottom_encoder = ImageAndCodeEncoder(
+        image_shape,
+        config.top_latent_dim,
+        config.hidden_dims,
+        config.activation,
+        gated=config.encoder == "gated-mlp",
+    )
+    for part in (bottom_encoder.image_in, bottom_encoder.code_in, bottom_encoder.net):
+        compute_in(part, config.precision)
+    guide = SkipHierarchicalGuide(
+        top, _guide(config, config.guide, bottom_encoder, config.latent_dim)
+    )
+    prior = _prior(config, config.top_latent_dim, guide, image_shape)
+    gated = config.decoder == "gated-mlp"
+    decoder = SkipDecoder(
+        (config.latent_dim, config.top_latent_dim),
+        likelihood.param_shape(image_shape),
+        config.hidden_dims,
+        config.activation,
+        gated,
+    )
+    for part in (decoder.bottom_in, decoder.top_in, decoder.net):
+        compute_in(part, config.precision)
+    model = SkipHierarchicalVAEModel(
+        prior,
+        decoder,
+        likelihood,
+        image_shape,
+        config.latent_dim,
+        config.hidden_dims,
+        config.activation,
+        gated,
+        config.guide_scale,
+    )
+    return model, guide
+
+
 def build_class_conditional(config: TrainConfig, image_shape: tuple[int, ...], num_classes: int):
     """m2: p(y) p(z) p(x|y,z) with q(y|x) q(z|x,y) (Kingma et al. 2014); cvae: p(z) p(x|y,z)
     with q(z|x,y). q(z|x,y) is the ``guide`` family on a label-conditioned encoder; q(y|x)
@@ -271,6 +330,7 @@ def build_class_conditional(config: TrainConfig, image_shape: tuple[int, ...], n
 REGISTRY["model"] = {
     "vae": build_single_layer,
     "hvae": build_two_layer,
+    "hvae-skip": build_two_layer_skip,
     "m2": build_class_conditional,
     "cvae": build_class_conditional,
 }

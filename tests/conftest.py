@@ -42,6 +42,17 @@ def small_config(**overrides) -> TrainConfig:
     return TrainConfig(**values)
 
 
+def latent_sites(trace) -> list[str]:
+    """The names of a Pyro trace's latent sample sites, in the order they ran."""
+    from pyro.poutine.util import site_is_subsample
+
+    return [
+        name
+        for name, site in trace.nodes.items()
+        if site["type"] == "sample" and not site_is_subsample(site) and not site["is_observed"]
+    ]
+
+
 @pytest.fixture(autouse=True)
 def _fresh_pyro_state():
     pyro.clear_param_store()

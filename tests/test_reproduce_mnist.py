@@ -49,7 +49,7 @@ def test_every_row_is_a_valid_train_command(reproduce, tmp_path):
         else:  # Tomczak & Welling's
             assert config.adam_eps == 1e-8  # torch's default
             assert config.lr == 5e-4
-            if row.key not in ("Ds", "Es"):  # the controls, with N(0, I) for p(z)
+            if row.key not in ("Ds", "Es", "Ecs"):  # the controls, with N(0, I) for p(z)
                 assert (config.prior, config.prior_components) == ("vamp", 500)
             assert (config.kl_warmup_epochs, config.early_stopping) == (100, 50)
             # Row Dh is row D with the authors' clamped pseudo-inputs, and only that; row Dv
@@ -83,8 +83,12 @@ def test_every_row_is_a_valid_train_command(reproduce, tmp_path):
         "Cb": list(reproduce.BURDA_CODE),
     }
     assert (rows["C"].against, rows["Cb"].against) == ("B", "Bb")  # DReG against plain IWAE
-    # Ds and Es are D and E with N(0, I) in place of the VampPrior, and nothing else changed.
-    for key in ("D", "E"):
+    # Ds, Es and Ecs are D, E and Ec with N(0, I) in place of the VampPrior, and nothing else
+    # changed; E is the paper's two-level model, Ec Burda et al.'s chain, otherwise the same.
+    two_level = {key: train_config(reproduce, rows[key], tmp_path) for key in ("E", "Ec")}
+    assert (two_level["E"].model, two_level["Ec"].model) == ("hvae-skip", "hvae")
+    assert dataclasses.replace(two_level["E"], model="hvae") == two_level["Ec"]
+    for key in ("D", "E", "Ec"):
         vamp, standard = (
             dataclasses.asdict(train_config(reproduce, rows[k], tmp_path)) for k in (key, key + "s")
         )
@@ -247,7 +251,7 @@ def test_row_dv_keeps_the_papers_difference_and_adds_the_pairing_with_dh(reprodu
         # Dv's run began before the row asked for ε = 1e-4 (say).
         write_evaluated_run(reproduce, args, key, 9, {"adam_eps": 1e-4} if key == "Dv" else {})
     line, section = reproduce.row_report(reproduce.ROWS["Dv"], args, {})
-    assert "| 84.50 ± 0.20 | 88.00 | 50.0% | 85.57 | -1.07 | within 0.5 nats |" in line
+    assert "| 84.50 ± 0.20 | 88.00 | 50.0% | 82.38 | +2.12 | ≤ 82.88 |" in line
     assert "- against row Dh (9 epochs) on the same 2 test images: NLL +0.750 ± 0.250" in section
     # A run whose config is not the one the row's command now starts says how it differs.
     changed = "- trained before the row's command last changed, so with another config "
@@ -313,3 +317,28 @@ def test_the_late_curve_draws_the_other_row_only_where_its_run_folder_has_a_hist
     assert reproduce.save_late_curve(reproduce.ROWS["Cb"], history, tmp_path, figure) == "Bb"
     assert figure.stat().st_size > alone  # a second panel: the difference
     assert reproduce.save_late_curve(reproduce.ROWS["Bb"], history, tmp_path, figure) is None
+
+
+def test_a_row_carried_from_results_md_takes_the_current_reference(reproduce, tmp_path):
+    """A row whose run folder is gone keeps its measurement from RESULTS.md, and its
+    published value, difference and target come from ``ROWS`` as they are now: a
+    corrected reference (issue 39: static -> dynamic column) reaches every such row."""
+    args = reproduce.parse_args(["--runs-dir", str(tmp_path), "--figures-dir", str(tmp_path)])
+    row = reproduce.ROWS["D"]
+    old_line = (
+        f"| D | {row.configuration} | 294 of 2000 | 2.76 h | 83.00 ± 0.22 | 86.84 | 79.7% | "
+        "85.57 | -2.57 | within 0.5 nats |"
+    )
+    old_section = "### Row D: ...\n\n- published: 85.57 (the static column)\n"
+    line, section = reproduce.row_report(row, args, {"D": (old_line, old_section)})
+    assert line.endswith("| 83.00 ± 0.22 | 86.84 | 79.7% | 82.38 | +0.62 | ≤ 82.88 |")
+    assert f"- published: 82.38 ({row.source})" in section and "85.57" not in section
+    # a difference measured against another row stays; a line without a measurement is
+    # written afresh
+    cb = reproduce.ROWS["Cb"]
+    paired = f"| Cb | {cb.configuration} | 3280 of 3280 | 11.59 h | 84.95 ± 0.22 | 91.30 | "
+    paired += "90.3% | — | -0.22 ± 0.03 against Bb after 3,280 epochs | below Bb |"
+    assert reproduce.row_report(cb, args, {"Cb": (paired, "")})[0] == paired
+    unmeasured = f"| E | {reproduce.ROWS['E'].configuration} | not run yet | | | | | 81.00 | | x |"
+    line, _ = reproduce.row_report(reproduce.ROWS["E"], args, {"E": (unmeasured, "")})
+    assert line.endswith("| not run yet | | | | | 81.24 | | ≤ 81.74 |")
