@@ -1,17 +1,17 @@
 """Variational families q_φ(z|x) as amortized Pyro guides, and their encoders."""
 
-from guides.base import AmortizedGuide
-from guides.conditional import ClassConditionalGuide, LabelConditionedEncoder
-from guides.diag_normal import DiagNormalGuide
-from guides.encoders import ConvEncoder, MLPEncoder
-from guides.flows import FlowGuide
-from guides.full_normal import FullNormalGuide
-from guides.hierarchical import HierarchicalGuide
-from guides.hierarchical_skip import ImageAndCodeEncoder, SkipHierarchicalGuide
-from guides.lowrank_normal import LowRankNormalGuide
-from guides.mixture import MixtureGuide
-from guides.student_t import StudentTGuide
-from guides.zuko_flows import ZukoFlowGuide, ZukoFlowPrior
+from pyro_vae.guides.base import AmortizedGuide
+from pyro_vae.guides.conditional import ClassConditionalGuide, LabelConditionedEncoder
+from pyro_vae.guides.diag_normal import DiagNormalGuide
+from pyro_vae.guides.encoders import ConvEncoder, MLPEncoder
+from pyro_vae.guides.flows import FlowGuide
+from pyro_vae.guides.full_normal import FullNormalGuide
+from pyro_vae.guides.hierarchical import HierarchicalGuide
+from pyro_vae.guides.hierarchical_skip import ImageAndCodeEncoder, SkipHierarchicalGuide
+from pyro_vae.guides.lowrank_normal import LowRankNormalGuide
+from pyro_vae.guides.mixture import MixtureGuide
+from pyro_vae.guides.student_t import StudentTGuide
+from pyro_vae.guides.zuko_flows import ZukoFlowGuide, ZukoFlowPrior
 
 __all__ = [
     "ClassConditionalGuide",

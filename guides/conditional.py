@@ -1,4 +1,4 @@
-"""Guides of the class-conditional models (``models.conditional``).
+"""Guides of the class-conditional models (``pyro_vae.models.conditional``).
 
     m2:    q_φ(y | x) q_φ(z | x, y)     q(y|x) = Cat(softmax(classifier(x)))
     cvae:             q_φ(z | x, y)

@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import pyro.distributions as dist
 import torch
+from pyro_vae.guides.base import AmortizedGuide
 from torch import nn
 
-from guides.base import AmortizedGuide
 from pyro_vae.nn import SCALE_LINKS
 
 

@@ -22,9 +22,9 @@ from collections.abc import Callable, Sequence
 import pyro.distributions as dist
 import torch
 from pyro.distributions import transforms
+from pyro_vae.guides.base import AmortizedGuide
 from torch import nn
 
-from guides.base import AmortizedGuide
 from pyro_vae.nn import positive
 
 FLOWS: dict[str, Callable[[int, int, list[int]], nn.Module]] = {

@@ -12,9 +12,8 @@ from __future__ import annotations
 import pyro
 import pyro.distributions as dist
 import torch
+from pyro_vae.guides.base import AmortizedGuide
 from torch import nn
-
-from guides.base import AmortizedGuide
 
 
 class HierarchicalGuide(nn.Module):

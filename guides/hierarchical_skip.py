@@ -1,4 +1,6 @@
-"""The guide of the VampPrior paper's two-level VAE (``models.hvae_skip``): top layer first.
+"""The guide of the VampPrior paper's two-level VAE (``pyro_vae.models.hvae_skip``).
+
+It infers the top layer first:
 
     q(z2, z1 | x) = q_φ(z2 | x) q_ψ(z1 | x, z2)
 
@@ -17,10 +19,10 @@ from collections.abc import Sequence
 import pyro
 import pyro.distributions as dist
 import torch
+from pyro_vae.guides.base import AmortizedGuide
+from pyro_vae.models.hvae_skip import joined
 from torch import nn
 
-from guides.base import AmortizedGuide
-from models.hvae_skip import joined
 from pyro_vae.nn import mlp
 
 

@@ -27,9 +27,9 @@ from collections.abc import Sequence
 
 import torch
 from pyro.contrib.zuko import ZukoToPyro
+from pyro_vae.guides.base import AmortizedGuide
 from torch import nn
 
-from guides.base import AmortizedGuide
 from pyro_vae.errors import UserInputError
 
 ZUKO_GUIDES = ("zuko-nsf", "zuko-naf")

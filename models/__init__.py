@@ -1,10 +1,10 @@
 """Generative models p(z) p_θ(x|z): priors, decoders, likelihoods and the Pyro model."""
 
-from models.conditional import ClassConditionalModel
-from models.decoders import ConvDecoder, MLPDecoder
-from models.hvae import HierarchicalVAEModel
-from models.hvae_skip import SkipDecoder, SkipHierarchicalVAEModel
-from models.likelihoods import (
+from pyro_vae.models.conditional import ClassConditionalModel
+from pyro_vae.models.decoders import ConvDecoder, MLPDecoder
+from pyro_vae.models.hvae import HierarchicalVAEModel
+from pyro_vae.models.hvae_skip import SkipDecoder, SkipHierarchicalVAEModel
+from pyro_vae.models.likelihoods import (
     BernoulliImage,
     BernoulliLikelihood,
     ContinuousBernoulliLikelihood,
@@ -14,7 +14,7 @@ from models.likelihoods import (
     LaplaceLikelihood,
     LearnedGaussianLikelihood,
 )
-from models.priors import (
+from pyro_vae.models.priors import (
     FlowPrior,
     LearnedNormalPrior,
     MixtureOfGaussiansPrior,
@@ -22,7 +22,7 @@ from models.priors import (
     VampPrior,
     vamp_components,
 )
-from models.vae import VAEModel
+from pyro_vae.models.vae import VAEModel
 
 __all__ = [
     "ClassConditionalModel",

@@ -21,9 +21,9 @@ from __future__ import annotations
 import pyro
 import pyro.distributions as dist
 import torch
+from pyro_vae.models.vae import VAEModel, number_of_images
 from torch import nn
 
-from models.vae import VAEModel, number_of_images
 from pyro_vae.errors import UserInputError
 from pyro_vae.nn import with_label
 

@@ -44,7 +44,7 @@ class MLPDecoder(nn.Module):
 
 
 class ConvDecoder(nn.Module):
-    """Convolutional decoder mirroring :class:`guides.encoders.ConvEncoder`: z -> linear ->
+    """Convolutional decoder mirroring :class:`pyro_vae.guides.encoders.ConvEncoder`: z -> linear ->
     the smallest feature map, then per stage a residual block, a resize to the encoder's
     size at that stage and a convolution, and a final convolution to the parameters."""
 

@@ -10,7 +10,7 @@ importance-sampled log-likelihood covers both layers.
 
 The top layer z2 is the model's "code": the prior, :meth:`decode_mean` and the latent-space
 tools work in it, decoding through the mean of p(z1 | z2). :class:`TwoLayerModel` holds
-the program and those views; the VampPrior paper's variant (``models.hvae_skip``) shares
+the program and those views; the VampPrior paper's variant (``pyro_vae.models.hvae_skip``) shares
 it and decodes from both layers.
 """
 
@@ -19,9 +19,9 @@ from __future__ import annotations
 import pyro
 import pyro.distributions as dist
 import torch
+from pyro_vae.models.vae import VAEModel, number_of_images
 from torch import nn
 
-from models.vae import VAEModel, number_of_images
 from pyro_vae.nn import mlp, positive
 
 

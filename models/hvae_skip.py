@@ -5,8 +5,8 @@
 Tomczak & Welling (2018, "VAE with a VampPrior", section 3.2 and figure 1b): the top layer z2
 carries the prior (the VampPrior, whose components are the guide's q(z2 | u_k), or N(0, I)),
 and the image is decoded from both layers, ``decoder((z1, z2))``, a
-:class:`SkipDecoder`. Its guide (``guides.hierarchical_skip``) infers the top layer first,
-q(z2 | x) q(z1 | x, z2). This differs from :mod:`models.hvae`, Burda et al.'s chain
+:class:`SkipDecoder`. Its guide (``pyro_vae.guides.hierarchical_skip``) infers the top layer first,
+q(z2 | x) q(z1 | x, z2). This differs from :mod:`pyro_vae.models.hvae`, Burda et al.'s chain
 p(z2) p(z1|z2) p(x|z1) with the guide x -> z1 -> z2.
 
 Sites ``z2``, ``z1`` and ``x`` all sit in ``pyro.plate("data")``, so the importance-sampled
@@ -23,9 +23,9 @@ from collections.abc import Sequence
 
 import pyro.distributions as dist
 import torch
+from pyro_vae.models.hvae import TwoLayerModel
 from torch import nn
 
-from models.hvae import TwoLayerModel
 from pyro_vae.nn import SCALE_LINKS, mlp
 
 

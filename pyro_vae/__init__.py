@@ -7,10 +7,40 @@ print(evaluate(load_run("runs/demo")))    # the same number, recomputed from the
 """
 
 import importlib
+import importlib.abc
+import importlib.util
+import sys
+from pathlib import Path
 
-# Exports load on first use (PEP 562): ``models`` and ``guides`` import helpers from
-# ``pyro_vae.nn`` and ``pyro_vae.errors``, and an eager import of the registry here would
-# import them back half-initialized, so ``import models`` on its own would fail.
+# In a source checkout models/ and guides/ sit beside this folder (the project's layout);
+# installed, setuptools puts them inside it (pyproject.toml's package-dir). Where the
+# checkout's folders are there and Python's own finders do not find pyro_vae.models or
+# pyro_vae.guides (running from the checkout, which shadows the installed package), this
+# finder gives them the checkout's folders; an installed package never reaches it.
+_CHECKOUT = Path(__file__).resolve().parent.parent
+_SOURCE_FOLDERS = {
+    f"pyro_vae.{name}": _CHECKOUT / name
+    for name in ("models", "guides")
+    if (_CHECKOUT / name / "__init__.py").is_file() and (_CHECKOUT / "pyproject.toml").is_file()
+}
+
+
+class _CheckoutFolders(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        folder = _SOURCE_FOLDERS.get(name)
+        if folder is None:
+            return None
+        return importlib.util.spec_from_file_location(
+            name, folder / "__init__.py", submodule_search_locations=[str(folder)]
+        )
+
+
+if _SOURCE_FOLDERS and not any(isinstance(f, _CheckoutFolders) for f in sys.meta_path):
+    sys.meta_path.append(_CheckoutFolders())
+
+# Exports load on first use (PEP 562): ``pyro_vae.models`` and ``pyro_vae.guides`` import
+# helpers from ``pyro_vae.nn`` and ``pyro_vae.errors``, and an eager import of the registry
+# here would import them back half-initialized.
 _EXPORTS = {
     "build_vae": "pyro_vae.registry",
     "evaluate": "pyro_vae.api",

@@ -20,7 +20,10 @@ BINARIZE_MODES = ("dynamic", "static", "threshold", "none")
 DEVICES = ("auto", "cpu", "cuda")
 COMPILE_MODES = ("jit", "eager")  # pyro_vae.compiled
 PRECISIONS = ("fp32", "bf16")  # their dtypes: pyro_vae.nn.AUTOCAST_DTYPES
-PSEUDO_INPUTS = ("free", "hardtanh")  # the vamp prior's pseudo-inputs: models.priors.VampPrior
+PSEUDO_INPUTS = (
+    "free",
+    "hardtanh",
+)  # the vamp prior's pseudo-inputs: pyro_vae.models.priors.VampPrior
 GUIDE_SCALES = ("softplus", "bounded-logvar", "exp")  # diag-normal's σ: pyro_vae.nn.SCALE_LINKS
 WEIGHT_INITS = ("torch", "he-normal", "glorot-uniform")  # pyro_vae.nn.WEIGHT_INITS
 OPTIMIZERS = ("adam", "adam-normgrad")  # pyro_vae.svi.OPTIMIZERS
@@ -28,7 +31,7 @@ OUTPUT_BIASES = ("torch", "data-logit")  # the mlp decoders' output bias, at the
 LR_SCHEDULES = ("constant", "exponential", "burda", "plateau")  # pyro_vae.schedules
 LABELLED_WEIGHTINGS = ("batch", "data")  # m2: pyro_vae.semisupervised.labelled_scale
 # Models with two stochastic layers z1 (latent_dim) and z2 (top_latent_dim, the prior's):
-# Burda et al.'s chain (models.hvae) and the VampPrior paper's (models.hvae_skip)
+# Burda et al.'s chain (pyro_vae.models.hvae) and the VampPrior paper's (pyro_vae.models.hvae_skip)
 TWO_LAYER_MODELS = ("hvae", "hvae-skip")
 # config.model and config.dataset of a run trained from a user's own pair and tensor of
 # images (pyro_vae.pairs.train_pair): no registry entry builds it
@@ -77,7 +80,7 @@ class TrainConfig:
     prior_components: int = 10  # mog components, vamp pseudo-inputs
     pseudo_inputs: str = "free"  # vamp: unconstrained, or hardtanh into [0, 1] (authors' code)
     prior_flow_depth: int = 2  # flow prior
-    # the class-conditional models (models.conditional)
+    # the class-conditional models (pyro_vae.models.conditional)
     labels: int | None = None  # m2: labelled training images, balanced over classes, by seed
     classifier_weight: float | None = None  # m2: α of α·log q(y|x); None: 0.1·N/labels
     labelled_weighting: str | None = None  # m2: batch (None) or data; LABELLED_WEIGHTINGS
@@ -342,7 +345,7 @@ def _check_choice(name: str, value: object, valid: tuple[str, ...]) -> None:
 
 
 def _validate_class_conditional(config: TrainConfig) -> None:
-    """The fields of m2 and cvae (models.conditional): given where they mean something."""
+    """The fields of m2 and cvae (pyro_vae.models.conditional): given where they mean something."""
     if config.model != "m2":
         for name in ("labels", "classifier_weight", "labelled_weighting"):
             if getattr(config, name) is not None:

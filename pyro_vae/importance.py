@@ -14,7 +14,7 @@ the registry offers is covered, including ones added later. Unlike Pyro's ``Impo
 and ``vectorized_importance_weights``, which sum log-weights over the data plate (one joint
 weight per minibatch), the sites' log-probabilities are kept per data point here.
 
-A guide site marked for enumeration (m2's label y, ``models.conditional``) is summed over
+A guide site marked for enumeration (m2's label y, ``pyro_vae.models.conditional``) is summed over
 exactly rather than sampled: each of its values gets its own K draws of the other sites,
 and with w_{y,k} = p(x, y, z_{y,k}) / q(z_{y,k} | x, y),
 

@@ -27,8 +27,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from models.priors import VampPrior
 from pyro_vae.evaluation import EVAL_SEED, eval_mode, fixed_seed, label_arguments
+from pyro_vae.models.priors import VampPrior
 
 ACTIVE_UNIT_THRESHOLD = 0.01
 

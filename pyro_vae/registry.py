@@ -23,7 +23,9 @@ from collections.abc import Callable
 import pyro.infer
 from torch import nn
 
-from guides import (
+from pyro_vae.config import TrainConfig
+from pyro_vae.errors import UserInputError
+from pyro_vae.guides import (
     ClassConditionalGuide,
     ConvEncoder,
     DiagNormalGuide,
@@ -40,7 +42,7 @@ from guides import (
     ZukoFlowGuide,
     ZukoFlowPrior,
 )
-from models import (
+from pyro_vae.models import (
     BernoulliLikelihood,
     ClassConditionalModel,
     ContinuousBernoulliLikelihood,
@@ -61,8 +63,6 @@ from models import (
     VampPrior,
     vamp_components,
 )
-from pyro_vae.config import TrainConfig
-from pyro_vae.errors import UserInputError
 from pyro_vae.nn import compute_in
 from pyro_vae.objectives import IWAE_ELBO, STL_ELBO, DReG_IWAE_ELBO
 from pyro_vae.semisupervised import semi_supervised_elbo
@@ -245,7 +245,7 @@ def build_two_layer(config: TrainConfig, image_shape: tuple[int, ...], num_class
 
 def build_two_layer_skip(config: TrainConfig, image_shape: tuple[int, ...], num_classes: int):
     """The VampPrior paper's two-level VAE: p(z2) p(z1|z2) p(x|z1,z2) with q(z2|x) q(z1|x,z2)
-    (``models.hvae_skip``). ``latent_dim`` is z1's size, ``top_latent_dim`` z2's; ``guide``
+    (``pyro_vae.models.hvae_skip``). ``latent_dim`` is z1's size, ``top_latent_dim`` z2's; ``guide``
     is z1's family and ``top_guide`` (default: ``guide``) z2's. Its networks are MLPs, gated
     where ``encoder``/``decoder`` say ``gated-mlp``."""
     for kind in ("encoder", "decoder"):

@@ -22,13 +22,13 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from models import VAEModel
 from pyro_vae.checkpoint import CHECKPOINT_NAME, load_checkpoint
 from pyro_vae.config import USER_PAIR, TrainConfig, validate
 from pyro_vae.data import ImageData, load_data
 from pyro_vae.distributed import local_rank, local_world_size
 from pyro_vae.errors import UserInputError
 from pyro_vae.evaluation import label_arguments
+from pyro_vae.models import VAEModel
 from pyro_vae.plots import save_curves, save_image_grid, save_reconstructions
 from pyro_vae.registry import CLASS_CONDITIONAL, build_vae, check_names, lookup
 from pyro_vae.semisupervised import label_count

@@ -1,4 +1,4 @@
-"""Training the class-conditional models (``models.conditional``): their batches, the
+"""Training the class-conditional models (``pyro_vae.models.conditional``): their batches, the
 labelled subset of m2, the m2 objective and the classifier's test error.
 
 The m2 objective (Kingma et al. 2014, "Semi-Supervised Learning with Deep Generative
@@ -181,7 +181,8 @@ def semi_supervised_elbo(config: TrainConfig, num_train: int) -> SemiSupervisedE
 
 
 class SemiSupervisedELBO(pyro.infer.ELBO):
-    """The m2 objective (module docstring) for ``model``/``guide`` of ``models.conditional``:
+    """The m2 objective (module docstring) for the model and guide of
+    ``pyro_vae.models.conditional``:
     ``differentiable_loss(model, guide, x_unlabelled, x_labelled, y_labelled)``.
 
     ``classifier_weight`` is α, ``labelled_scale`` s (:func:`labelled_scale`). The label is

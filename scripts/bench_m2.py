@@ -25,9 +25,9 @@ import types
 import pyro
 import torch
 from bench_common import DEFAULT_DATA_DIR, print_header
+from pyro_vae.guides.conditional import LabelConditionedEncoder
 from torch import nn
 
-from guides.conditional import LabelConditionedEncoder
 from pyro_vae.compiled import training_loss
 from pyro_vae.config import TrainConfig
 from pyro_vae.data import load_data

@@ -1,5 +1,5 @@
 """What the VampPrior costs in log p̂(x): diagonal-normal components scored by the
-expansion of ``models.priors._Mixture`` against the broadcast of every code against every
+expansion of ``pyro_vae.models.priors._Mixture`` against the broadcast of every code against every
 component that it replaced, side by side in one process, taking turns.
 
 With K = 5000 importance samples an image's codes meet 500 pseudo-inputs' components of
@@ -28,8 +28,8 @@ from unittest import mock
 import pyro
 import torch
 from bench_common import add_pair_arguments, load_pair, timings
+from pyro_vae.models import priors
 
-from models import priors
 from pyro_vae.config import TrainConfig
 from pyro_vae.importance import importance_log_likelihood
 

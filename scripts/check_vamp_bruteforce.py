@@ -16,9 +16,9 @@ import math
 from pathlib import Path
 
 import torch
+from pyro_vae.models.priors import VampPrior
 from torch.distributions import Bernoulli, Normal
 
-from models.priors import VampPrior
 from pyro_vae.errors import UserInputError
 from pyro_vae.run import load_run
 

@@ -8,9 +8,8 @@ p(z) = N(0, I_d), p(x|z) = N(Wz + b, σ²I_D), so
 import pyro
 import pyro.distributions as dist
 import torch
+from pyro_vae.models import StandardNormalPrior, VAEModel
 from torch import nn
-
-from models import StandardNormalPrior, VAEModel
 
 LATENT, PIXELS, SIGMA = 3, 6, 0.5
 SHAPE = (1, 1, PIXELS)

@@ -5,9 +5,9 @@ import warnings
 import pyro
 import pytest
 import torch
+from pyro_vae.guides.diag_normal import DiagNormalGuide
 from torch import nn
 
-from guides.diag_normal import DiagNormalGuide
 from pyro_vae import train
 from pyro_vae.compiled import JitTracedLoss, training_loss
 from pyro_vae.data import load_data

@@ -6,8 +6,8 @@ import pyro.distributions as dist
 import pytest
 import torch
 from pyro import poutine
+from pyro_vae.guides import FlowGuide, MLPEncoder
 
-from guides import FlowGuide, MLPEncoder
 from pyro_vae import REGISTRY, evaluate, load_run, train
 from pyro_vae.config import TrainConfig
 from pyro_vae.importance import importance_log_likelihood

@@ -18,11 +18,11 @@ import pyro.distributions as dist
 import pytest
 import torch
 from pyro import poutine
+from pyro_vae.guides.hierarchical_skip import SkipHierarchicalGuide
+from pyro_vae.models.hvae_skip import SkipDecoder, SkipHierarchicalVAEModel
+from pyro_vae.models.priors import StandardNormalPrior
 from torch import nn
 
-from guides.hierarchical_skip import SkipHierarchicalGuide
-from models.hvae_skip import SkipDecoder, SkipHierarchicalVAEModel
-from models.priors import StandardNormalPrior
 from pyro_vae import build_vae, evaluate, load_run, log_likelihood, train, visualize
 from pyro_vae.errors import UserInputError
 from pyro_vae.importance import importance_log_likelihood, log_importance_weights

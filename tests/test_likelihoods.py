@@ -3,8 +3,8 @@ import math
 import pyro.distributions as dist
 import pytest
 import torch
+from pyro_vae.models import BernoulliImage, BernoulliLikelihood
 
-from models import BernoulliImage, BernoulliLikelihood
 from pyro_vae.errors import UserInputError
 
 
@@ -86,7 +86,7 @@ def test_continuous_likelihoods_match_their_formulas(name):
 
 
 def test_learned_gaussian_scale_is_a_parameter():
-    from models import LearnedGaussianLikelihood
+    from pyro_vae.models import LearnedGaussianLikelihood
 
     likelihood = LearnedGaussianLikelihood((1, 2, 2), 0.5)
     loc, x = torch.zeros(3, 1, 2, 2), torch.ones(3, 1, 2, 2)
@@ -97,7 +97,7 @@ def test_learned_gaussian_scale_is_a_parameter():
 
 
 def test_discretized_logistic_is_a_distribution_over_256_levels():
-    from models import DiscretizedLogistic
+    from pyro_vae.models import DiscretizedLogistic
 
     levels = torch.arange(256.0) / 255
     for loc, log_scale in [(0.3, -3.0), (0.0, -1.0), (1.2, -5.0), (0.5, -7.0)]:

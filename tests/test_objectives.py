@@ -72,7 +72,8 @@ def test_iwae_agrees_with_pyro_renyi_alpha_zero(lg):
 
 
 def test_iwae_gradients_flow_to_the_guide(lg):
-    from guides import MLPEncoder
+    from pyro_vae.guides import MLPEncoder
+
     from pyro_vae.config import TrainConfig
     from pyro_vae.registry import lookup
 

@@ -3,16 +3,16 @@
 import pyro.distributions as dist
 import pytest
 import torch
-from torch import nn
-
-from guides import MLPEncoder, ZukoFlowPrior
-from models import (
+from pyro_vae.guides import MLPEncoder, ZukoFlowPrior
+from pyro_vae.models import (
     FlowPrior,
     LearnedNormalPrior,
     MixtureOfGaussiansPrior,
     StandardNormalPrior,
     VampPrior,
 )
+from torch import nn
+
 from pyro_vae import build_vae
 from pyro_vae.config import TrainConfig
 from pyro_vae.registry import lookup
@@ -127,7 +127,7 @@ def test_flow_prior_scores_without_inverting():
 
 
 def test_standard_normal_density_equals_the_general_normal_and_keeps_its_kl():
-    from models.priors import StandardNormal
+    from pyro_vae.models.priors import StandardNormal
 
     loc, scale = torch.zeros(3), torch.ones(3)
     ours, general = StandardNormal(loc, scale).expand((4, 3)), dist.Normal(loc, scale)
@@ -149,7 +149,7 @@ def _broadcast_mixture_log_prob(loc, scale, logits, z):
 
 
 def test_diagonal_normal_mixture_equals_the_broadcast_value_and_gradients():
-    from models.priors import _mixture
+    from pyro_vae.models.priors import _mixture
 
     torch.manual_seed(0)
     components, dim = 30, 5
@@ -179,7 +179,7 @@ def test_diagonal_normal_mixture_equals_the_broadcast_value_and_gradients():
 def test_diagonal_normal_mixture_in_float32_stays_exact_where_the_terms_cancel():
     """Codes a hair from a narrow component far from the origin: z²σ⁻² and μ²σ⁻² are
     ~10⁵ and cancel; the float64 expansion keeps the float32 answer within 1e-4 nats."""
-    from models.priors import _mixture
+    from pyro_vae.models.priors import _mixture
 
     torch.manual_seed(1)
     loc = 3 + torch.randn(40, 8, dtype=torch.float64)
@@ -192,7 +192,7 @@ def test_diagonal_normal_mixture_in_float32_stays_exact_where_the_terms_cancel()
 
 
 def test_mixture_with_components_that_vary_over_the_batch_takes_the_broadcast():
-    from models.priors import _Mixture, _shared_diagonal_normal
+    from pyro_vae.models.priors import _Mixture, _shared_diagonal_normal
 
     loc, scale = torch.randn(3, 4, 2), torch.rand(3, 4, 2) + 0.1
     components = dist.Normal(loc, scale).to_event(1)

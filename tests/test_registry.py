@@ -1,7 +1,7 @@
 import pytest
 import torch
+from pyro_vae.models import StandardNormalPrior
 
-from models import StandardNormalPrior
 from pyro_vae import REGISTRY, UserInputError, build_vae, register, train
 from pyro_vae.registry import lookup
 from tests.conftest import small_config
