@@ -72,6 +72,11 @@ class ClassConditionalGuide(nn.Module):
                 y = pyro.sample("y", self.label_posterior(x), infer={"enumerate": "parallel"})
             return pyro.sample("z", self.family.posterior((x, y)))
 
+    @property
+    def classifies(self) -> bool:
+        """Whether the guide holds q(y | x) (m2; pyro_vae.labels)."""
+        return self.classifier is not None
+
     def label_posterior(self, x: torch.Tensor) -> dist.Categorical:
         """q(y | x)."""
         if self.classifier is None:

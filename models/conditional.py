@@ -65,6 +65,8 @@ class ClassConditionalModel(VAEModel):
             z = pyro.sample("z", self.prior((n,)))
             return pyro.sample("x", self.decode(z, y), obs=x)
 
+    class_conditional = True  # the decoder reads y (pyro_vae.labels)
+
     @property
     def needs_labels(self) -> bool:
         """Whether the model is p(x | y) (cvae): every call takes the labels."""

@@ -41,6 +41,11 @@ class VAEModel(nn.Module):
         self.image_shape = tuple(image_shape)
         self.latent_dim = prior.latent_dim
 
+    # How the model uses labels (pyro_vae.labels): not at all; the class-conditional models
+    # (pyro_vae.models.conditional) say otherwise.
+    class_conditional = False
+    needs_labels = False
+
     def forward(
         self, x: torch.Tensor | None = None, num_samples: int | None = None
     ) -> torch.Tensor:

@@ -14,8 +14,8 @@ from pyro_vae.importance import (
     LogLikelihoodEstimate,
     importance_log_likelihood,
 )
+from pyro_vae.labels import class_conditional, needs_labels
 from pyro_vae.latent import write_class_images, write_latent_images
-from pyro_vae.registry import CLASS_CONDITIONAL
 from pyro_vae.report import write_report
 from pyro_vae.run import Run
 
@@ -52,7 +52,7 @@ def log_likelihood(
             labels=labels,
             progress=bar.update,
             group=group,
-            condition_on_labels=getattr(run.model, "needs_labels", False),  # cvae: log p(x|y)
+            condition_on_labels=needs_labels(run.model),  # cvae: log p(x|y)
         )
     if getattr(run.model.likelihood, "discrete", False):  # a probability mass: bits per dim
         dims = math.prod(images.shape[1:])
@@ -76,7 +76,7 @@ def visualize(
     if run.run_dir is None:
         raise UserInputError("visualize needs a run with a run folder (train or load_run)")
     out_dir = Path(run.run_dir) / "viz"
-    if run.config.model in CLASS_CONDITIONAL:  # m2, cvae: pictures of p(x | y, z)
+    if class_conditional(run.model):  # m2, cvae: pictures of p(x | y, z)
         images, summary = write_class_images(run, out_dir)
     else:
         images, summary = write_latent_images(

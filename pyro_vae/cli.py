@@ -15,18 +15,8 @@ from importlib.metadata import version
 from pathlib import Path
 
 from pyro_vae.config import (
-    BINARIZE_MODES,
-    COMPILE_MODES,
     DEVICES,
-    GUIDE_SCALES,
-    LABELLED_WEIGHTINGS,
-    LR_SCHEDULES,
-    OPTIMIZERS,
-    OUTPUT_BIASES,
-    PRECISIONS,
-    PSEUDO_INPUTS,
     RESUMABLE_CHANGES,
-    WEIGHT_INITS,
     TrainConfig,
     read_config_file,
     validate,
@@ -35,10 +25,11 @@ from pyro_vae.data import DATASET_NAMES
 from pyro_vae.distributed import is_main_process, speaks_for_machine
 from pyro_vae.errors import UserInputError
 from pyro_vae.importance import DEFAULT_MAX_ELEMENTS
-from pyro_vae.nn import ACTIVATIONS
+from pyro_vae.labels import classifies, needs_labels
 from pyro_vae.registry import check_names, names
-from pyro_vae.run import CHECKPOINTS, flushed_denormals
-from pyro_vae.trainer import TrainingInterrupted, resume_config
+from pyro_vae.run import flushed_denormals
+from pyro_vae.run_folder import CHECKPOINTS, RunFolder
+from pyro_vae.trainer import TrainingInterrupted
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
@@ -56,102 +47,16 @@ def _one_of(values: Sequence[str]) -> str:
     return "one of: " + ", ".join(values)
 
 
-# One help string per TrainConfig field; the flag is --field-name.
-TRAIN_HELP = {
-    "dataset": f"data set ({_one_of(DATASET_NAMES)}); digits ships with scikit-learn",
-    "data_dir": "folder holding MNIST/raw/ (or FashionMNIST/raw/, KMNIST/raw/); "
-    "default $PYRO_VAE_DATA_DIR or ~/.cache/pyro-vae/data",
-    "download": "read the data set only from --data-dir and fail if it is missing "
-    "(without it: a missing data set is downloaded there, where there is a network)",
-    "valid_size": "training images held out for validation, the last ones (default: the data "
-    "set's: 10000 for MNIST-like sets, 5000 for cifar10, 180 for digits, 10%% of an .npz's "
-    "train array); 0: train on all, with no validation ELBO (early stopping refused)",
-    "binarize": f"binarization ({_one_of(BINARIZE_MODES)}); default: the likelihood's "
-    "(dynamic for bernoulli)",
-    "model": f"model ({_one_of(names('model'))}); hvae and hvae-skip have two stochastic "
-    "layers (hvae-skip: the VampPrior paper's, decoding from both, inferring z2 first); m2 is "
-    "Kingma et al. 2014's semi-supervised model (label summed out by enumeration), cvae the "
-    "class-conditional VAE p(x|y)",
-    "labels": "m2: training images that keep their label, balanced over the classes and "
-    "chosen by --seed (recorded in RUN_DIR/labelled.json); the rest train unlabelled",
-    "classifier_weight": "m2: weight α of the classification term α·log q(y|x) on labelled "
-    "images (default: Kingma et al.'s 0.1·N/labels, N the training images)",
-    "labelled_weighting": f"m2 ({_one_of(LABELLED_WEIGHTINGS)}): how a step weighs its "
-    "labelled batch against its unlabelled one; batch (default): image for image, so the "
-    "labelled images, drawn every step, weigh far more than their share (most "
-    "reimplementations); data: each labelled image as much as an unlabelled one over an "
-    "epoch, Kingma et al.'s objective over the training set (their code)",
-    "prior": f"prior p(z) ({_one_of(names('prior'))}); the top layer's under hvae",
-    "decoder": f"decoder network ({_one_of(names('decoder'))})",
-    "likelihood": f"likelihood p(x|z) ({_one_of(names('likelihood'))})",
-    "encoder": f"encoder network ({_one_of(names('encoder'))})",
-    "guide": f"variational family q(z|x) ({_one_of(names('guide'))})",
-    "latent_dim": "dimension of z (of the bottom layer z1 under hvae, hvae-skip)",
-    "top_latent_dim": "hvae, hvae-skip: dimension of the top layer z2",
-    "top_guide": "hvae, hvae-skip: family of the top layer's guide (default: --guide)",
-    "hidden_dims": "hidden layer widths, encoder side first (the decoder mirrors them)",
-    "activation": f"activation between layers ({_one_of(ACTIVATIONS)})",
-    "conv_channels": "channels of the conv encoder's stages (the conv decoder mirrors them)",
-    "likelihood_scale": "σ of the gaussian likelihood (initial σ of gaussian-learned), "
-    "b of laplace",
-    "prior_components": "components of the mog prior; pseudo-inputs of the vamp prior",
-    "pseudo_inputs": f"vamp prior ({_one_of(PSEUDO_INPUTS)}): free pseudo-inputs start "
-    "as grey noise and may leave the pixel range; hardtanh ones are clamp(w, 0, 1) of "
-    "weights that start at 0.05 ± 0.01, as in the VampPrior authors' code",
-    "prior_flow_depth": "number of affine autoregressive flows of the flow prior",
-    "guide_scale": f"σ of the diag-normal guide ({_one_of(GUIDE_SCALES)}): softplus(a) + "
-    "1e-6; exp(½ hardtanh(a, -6, 2)), log σ² bounded to [-6, 2] as in the VampPrior "
-    "authors' code; or exp(a), as in Burda et al.'s IWAE code",
-    "guide_rank": "rank of the covariance factor of the lowrank-normal guide",
-    "flow_depth": "number of flows of the iaf, planar, radial and spline guides",
-    "flow_hidden_dims": "hidden widths of each flow's conditioning network",
-    "mixture_components": "components of the mixture guide",
-    "beta": "weight β of the KL term (β-VAE); validation and test ELBOs stay β = 1",
-    "kl_warmup_epochs": "KL warm-up: β rises linearly from β/N to β over N epochs (0: none)",
-    "elbo": f"objective ({_one_of(names('elbo'))}); meanfield uses the analytic KL where "
-    "one exists, iwae the importance-weighted bound with K = --num-particles, iwae-dreg "
-    "the same with doubly reparameterized guide gradients, stl the ELBO with sticking-the-"
-    "landing guide gradients",
-    "num_particles": "particles per data point (vectorized); K of the iwae bound",
-    "weight_init": f"first weights of every linear and conv layer ({_one_of(WEIGHT_INITS)}): "
-    "torch's defaults; he-normal, N(0, 2/fan_in) with torch's biases (the VampPrior "
-    "authors' code); glorot-uniform, U(±√(6/(fan_in + fan_out))) with zero biases (Burda "
-    "et al.'s IWAE code)",
-    "output_bias": f"the decoder's output bias at the start ({_one_of(OUTPUT_BIASES)}): "
-    "torch's, or data-logit, the logit of each pixel's mean over the training images "
-    "(Burda et al.'s IWAE code; mlp and gated-mlp decoders, bernoulli likelihood)",
-    "optimizer": f"the update ({_one_of(OPTIMIZERS)}); adam-normgrad divides each "
-    "parameter tensor's gradient by its L2 norm before Adam, as the VampPrior authors' "
-    "AdamNormGrad does",
-    "lr": "Adam learning rate (the initial one under --lr-schedule)",
-    "adam_eps": "Adam's ε, added to the root of the second moment (torch's default 1e-8; "
-    "Burda et al.'s IWAE code uses 1e-4)",
-    "adam_beta1": "Adam's β1, the decay of the gradient's running mean (torch's default "
-    "0.9; Burda et al.'s IWAE code uses 0.99)",
-    "lr_schedule": f"learning rate per epoch ({_one_of(LR_SCHEDULES)}); exponential: "
-    "× --lr-decay every epoch; burda: Burda et al. 2015's 3^i epochs at lr·10^(-i/7), "
-    "i = 0..7; plateau: × --lr-decay after --lr-patience epochs without a better "
-    "validation ELBO",
-    "lr_decay": "factor of the exponential and plateau schedules",
-    "lr_patience": "plateau schedule: epochs without a better validation ELBO before a cut",
-    "early_stopping": "stop after this many epochs without a better validation ELBO, keeping "
-    "the best parameters in best.pt (0: off)",
-    "compile": f"training loss ({_one_of(COMPILE_MODES)}); jit replays Pyro's JIT-traced "
-    "ELBO after checking it against the eager one, and falls back to eager, saying why",
-    "precision": f"network arithmetic ({_one_of(PRECISIONS)}); bf16 runs encoder and decoder "
-    "under autocast, log-probabilities stay fp32",
-    "clip_norm": "clip the gradient's global norm to this value (default: no clipping)",
-    "epochs": "passes over the training set (0 writes an untrained run)",
-    "batch_size": "training minibatch size (under torchrun: the global batch, shared out)",
-    "eval_batch_size": "batch size for validation and test evaluation",
-    "seed": "random seed (parameters, minibatch order, dynamic binarization)",
-    "device": f"device ({_one_of(DEVICES)}); auto picks cuda when a GPU is visible",
-    "checkpoint_every": "write a checkpoint every N epochs (and always at the end)",
-    "checkpoint_minutes": "also write one mid-epoch after this many minutes",
-    "skip_nonfinite": "skip up to N steps with a NaN/inf loss or gradient before stopping",
-    "tensorboard": "write no TensorBoard logs (without it: RUN_DIR/tensorboard/ holds them "
-    "where the tensorboard package is installed, pip install 'pyro-vae[tensorboard]')",
-}
+def train_help(name: str) -> str:
+    """The help of config field ``name``, as its ``option`` in ``pyro_vae.config`` gives it,
+    with its valid values filled in (a registry kind's names as they are now)."""
+    metadata = next(f for f in dataclasses.fields(TrainConfig) if f.name == name).metadata
+    choices = metadata["choices"]
+    if choices == "dataset":
+        choices = DATASET_NAMES
+    elif isinstance(choices, str):
+        choices = names(choices)
+    return metadata["help"].format(choices=_one_of(choices) if choices else "")
 
 
 _NONE_DEFAULT_TYPES = {
@@ -184,7 +89,8 @@ def _add_train_flags(parser: argparse.ArgumentParser) -> None:
         default = getattr(_DEFAULTS, f.name)
         shown = " ".join(map(str, default)) if isinstance(default, list) else default
         shows_default = default is not None and default is not True  # not for a switch
-        help_text = TRAIN_HELP[f.name] + (f" (default: {shown})" if shows_default else "")
+        help_text = train_help(f.name) + (f" (default: {shown})" if shows_default else "")
+        help_text = help_text.replace("%", "%%")  # argparse formats help with %
         common = dict(default=argparse.SUPPRESS, dest=f.name)
         if default is True:
             parser.add_argument(flag, action="store_false", help=help_text, **common)
@@ -391,7 +297,7 @@ def train_config_from_args(args: argparse.Namespace) -> TrainConfig:
             raise UserInputError(
                 "--resume and --out conflict: a resumed run continues in its own folder"
             )
-        stored = resume_config(args.resume, None).to_dict()
+        stored = RunFolder(args.resume).resume_config(None).to_dict()
         config = TrainConfig.from_dict({**stored, **given})
     validate(config)
     check_names(config)
@@ -431,7 +337,6 @@ def _train(args: argparse.Namespace) -> None:
 def _evaluate(args: argparse.Namespace) -> None:
     from pyro_vae import evaluate, log_likelihood
     from pyro_vae.distributed import process_group
-    from pyro_vae.importance import write_evaluation
     from pyro_vae.run import read_run_config, resolve_device
 
     for flag, value in (("--num-samples", args.num_samples), ("--max-elements", args.max_elements)):
@@ -451,7 +356,7 @@ def _evaluate(args: argparse.Namespace) -> None:
                 f"{args.split} ELBO: {elbo:.3f} nats per image ({n} images of {run.config.dataset})"
             )
             result["trace_elbo"] = elbo
-            if getattr(run.guide, "classifier", None) is not None:  # m2: q(y|x) classifies
+            if classifies(run.guide):  # m2: q(y|x)
                 from pyro_vae.semisupervised import label_error
 
                 error = label_error(run.guide, run.data, args.split, run.config.eval_batch_size)
@@ -459,7 +364,7 @@ def _evaluate(args: argparse.Namespace) -> None:
                 result["error"] = error
         if args.elbo_only:
             if group.is_main:
-                (args.run_dir / "evaluation.json").write_text(json.dumps(result, indent=2) + "\n")
+                RunFolder(args.run_dir).write_evaluation_summary(result)
             return
         estimate = log_likelihood(
             run,
@@ -472,10 +377,10 @@ def _evaluate(args: argparse.Namespace) -> None:
         )
     if not group.is_main:
         return
-    written = write_evaluation(estimate, args.run_dir, result)
+    written = RunFolder(args.run_dir).write_evaluation(estimate, result)
     summary = estimate.summary
     bounds = ", ".join(f"{name} {value:.3f}" for name, value in summary["bounds"].items())
-    quantity = "log p(x | y)" if getattr(run.model, "needs_labels", False) else "log p(x)"
+    quantity = "log p(x | y)" if needs_labels(run.model) else "log p(x)"
     print(
         f"{quantity} ≈ {summary['log_likelihood']:.3f} ± {summary['standard_error'] or 0:.3f} nats "
         f"per image ({summary['num_images']} images, K={args.num_samples} importance samples)"
@@ -510,7 +415,6 @@ def _sample(args: argparse.Namespace) -> None:
 
 
 def _viz(args: argparse.Namespace) -> None:
-    import json
 
     from pyro_vae import visualize
 

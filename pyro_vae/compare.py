@@ -25,6 +25,7 @@ from pathlib import Path
 from pyro_vae.config import TrainConfig
 from pyro_vae.errors import UserInputError
 from pyro_vae.run import read_history, read_run_config
+from pyro_vae.run_folder import RunFolder
 
 
 def _shown(value) -> str:
@@ -49,7 +50,7 @@ def run_row(run_dir: Path, config: TrainConfig, differing: list[str]) -> dict[st
     row["best_valid_elbo"] = _shown(max(valid) if valid else None)
     row["test_elbo"] = _shown(tested[-1] if tested else None)
     row["log_likelihood"] = row["khat_above_0.7"] = ""
-    evaluation = run_dir / "evaluation.json"
+    evaluation = RunFolder(run_dir).evaluation_file
     if evaluation.is_file():
         summary = json.loads(evaluation.read_text())
         error = summary.get("standard_error")
@@ -72,7 +73,7 @@ class PairedDifference:
 
 def per_image_log_likelihood(run_dir: Path) -> dict[int, float]:
     """Test image index -> log p̂(x) from the run's last ``pyro-vae evaluate`` (empty if none)."""
-    path = Path(run_dir) / "evaluation_per_datapoint.csv"
+    path = RunFolder(run_dir).per_image_file
     if not path.is_file():
         return {}
     with path.open(newline="") as f:

@@ -14,21 +14,25 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pyro_vae import nn as networks
+from pyro_vae import optimizers
 from pyro_vae.errors import UserInputError
+from pyro_vae.nn import ACTIVATIONS, AUTOCAST_DTYPES, SCALE_LINKS
+from pyro_vae.schedules import SCHEDULES
 
 BINARIZE_MODES = ("dynamic", "static", "threshold", "none")
 DEVICES = ("auto", "cpu", "cuda")
 COMPILE_MODES = ("jit", "eager")  # pyro_vae.compiled
-PRECISIONS = ("fp32", "bf16")  # their dtypes: pyro_vae.nn.AUTOCAST_DTYPES
+PRECISIONS = tuple(AUTOCAST_DTYPES)
 PSEUDO_INPUTS = (
     "free",
     "hardtanh",
 )  # the vamp prior's pseudo-inputs: pyro_vae.models.priors.VampPrior
-GUIDE_SCALES = ("softplus", "bounded-logvar", "exp")  # diag-normal's σ: pyro_vae.nn.SCALE_LINKS
-WEIGHT_INITS = ("torch", "he-normal", "glorot-uniform")  # pyro_vae.nn.WEIGHT_INITS
-OPTIMIZERS = ("adam", "adam-normgrad")  # pyro_vae.svi.OPTIMIZERS
+GUIDE_SCALES = tuple(SCALE_LINKS)  # diag-normal's σ
+WEIGHT_INITS = tuple(networks.WEIGHT_INITS)
+OPTIMIZERS = tuple(optimizers.OPTIMIZERS)
 OUTPUT_BIASES = ("torch", "data-logit")  # the mlp decoders' output bias, at the start
-LR_SCHEDULES = ("constant", "exponential", "burda", "plateau")  # pyro_vae.schedules
+LR_SCHEDULES = SCHEDULES
 LABELLED_WEIGHTINGS = ("batch", "data")  # m2: pyro_vae.semisupervised.labelled_scale
 # Models with two stochastic layers z1 (latent_dim) and z2 (top_latent_dim, the prior's):
 # Burda et al.'s chain (pyro_vae.models.hvae) and the VampPrior paper's (pyro_vae.models.hvae_skip)
@@ -53,71 +57,301 @@ RESUMABLE_CHANGES = (
 )
 
 
+def option(default: Any, help: str, choices: str | tuple[str, ...] | None = None) -> Any:
+    """A field of :class:`TrainConfig` with its help text, which ``pyro-vae train --help``
+    and the docs' flag table read from here. ``{choices}`` in the text stands for the valid
+    values: those of ``choices``, a tuple, or a kind of part (``"model"``, ``"dataset"``)
+    whose names are looked up when the text is shown, so a registered part appears among
+    them. A list default is copied for each config."""
+    metadata = {"help": help, "choices": choices}
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
 @dataclass
 class TrainConfig:
     # data
-    dataset: str = "digits"
-    data_dir: str | None = None  # None: $PYRO_VAE_DATA_DIR, else ~/.cache/pyro-vae/data
-    download: bool = True
-    binarize: str | None = None  # None: the likelihood's default ("dynamic" for bernoulli)
-    valid_size: int | None = None  # training images that validate (None: the data set's; 0: none)
+    dataset: str = option(
+        "digits",
+        "data set ({choices}); digits ships with scikit-learn",
+        choices="dataset",
+    )
+    data_dir: str | None = option(
+        None,
+        "folder holding MNIST/raw/ (or FashionMNIST/raw/, KMNIST/raw/); default "
+        "$PYRO_VAE_DATA_DIR or ~/.cache/pyro-vae/data",
+    )
+    download: bool = option(
+        True,
+        "read the data set only from --data-dir and fail if it is missing (without it: a "
+        "missing data set is downloaded there, where there is a network)",
+    )
+    binarize: str | None = option(
+        None,
+        "binarization ({choices}); default: the likelihood's (dynamic for bernoulli)",
+        choices=BINARIZE_MODES,
+    )
+    valid_size: int | None = option(
+        None,
+        "training images held out for validation, the last ones (default: the data set's: "
+        "10000 for MNIST-like sets, 5000 for cifar10, 180 for digits, 10% of an .npz's train "
+        "array); 0: train on all, with no validation ELBO (early stopping refused)",
+    )
     # generative model p(z) p(x|z) and guide q(z|x), each part chosen by registry name
     # "hvae": p(z2) p(z1|z2) p(x|z1), guide q(z1|x) q(z2|z1); "hvae-skip": p(z2) p(z1|z2)
     # p(x|z1,z2), guide q(z2|x) q(z1|x,z2); m2, cvae
-    model: str = "vae"
-    prior: str = "standard-normal"
-    decoder: str = "mlp"
-    likelihood: str = "bernoulli"
-    encoder: str = "mlp"
-    guide: str = "diag-normal"
-    latent_dim: int = 20
-    top_latent_dim: int = 10  # two-layer models: size of z2 (latent_dim is z1's)
-    top_guide: str | None = None  # two-layer models: z2's family (None: same as guide)
-    hidden_dims: list[int] = field(default_factory=lambda: [400])
-    activation: str = "softplus"
-    conv_channels: list[int] = field(default_factory=lambda: [32, 64])  # conv encoder/decoder
-    likelihood_scale: float = 0.1  # σ of gaussian (initial σ of gaussian-learned), b of laplace
-    prior_components: int = 10  # mog components, vamp pseudo-inputs
-    pseudo_inputs: str = "free"  # vamp: unconstrained, or hardtanh into [0, 1] (authors' code)
-    prior_flow_depth: int = 2  # flow prior
+    model: str = option(
+        "vae",
+        "model ({choices}); hvae and hvae-skip have two stochastic layers (hvae-skip: the "
+        "VampPrior paper's, decoding from both, inferring z2 first); m2 is Kingma et al. "
+        "2014's semi-supervised model (label summed out by enumeration), cvae the class-"
+        "conditional VAE p(x|y)",
+        choices="model",
+    )
+    prior: str = option(
+        "standard-normal",
+        "prior p(z) ({choices}); the top layer's under hvae",
+        choices="prior",
+    )
+    decoder: str = option(
+        "mlp",
+        "decoder network ({choices})",
+        choices="decoder",
+    )
+    likelihood: str = option(
+        "bernoulli",
+        "likelihood p(x|z) ({choices})",
+        choices="likelihood",
+    )
+    encoder: str = option(
+        "mlp",
+        "encoder network ({choices})",
+        choices="encoder",
+    )
+    guide: str = option(
+        "diag-normal",
+        "variational family q(z|x) ({choices})",
+        choices="guide",
+    )
+    latent_dim: int = option(
+        20,
+        "dimension of z (of the bottom layer z1 under hvae, hvae-skip)",
+    )
+    top_latent_dim: int = option(
+        10,
+        "hvae, hvae-skip: dimension of the top layer z2",
+    )
+    top_guide: str | None = option(
+        None,
+        "hvae, hvae-skip: family of the top layer's guide (default: --guide)",
+    )
+    hidden_dims: list[int] = option(
+        [400],
+        "hidden layer widths, encoder side first (the decoder mirrors them)",
+    )
+    activation: str = option(
+        "softplus",
+        "activation between layers ({choices})",
+        choices=tuple(ACTIVATIONS),
+    )
+    conv_channels: list[int] = option(
+        [32, 64],
+        "channels of the conv encoder's stages (the conv decoder mirrors them)",
+    )
+    likelihood_scale: float = option(
+        0.1,
+        "σ of the gaussian likelihood (initial σ of gaussian-learned), b of laplace",
+    )
+    prior_components: int = option(
+        10,
+        "components of the mog prior; pseudo-inputs of the vamp prior",
+    )
+    pseudo_inputs: str = option(
+        "free",
+        "vamp prior ({choices}): free pseudo-inputs start as grey noise and may leave the "
+        "pixel range; hardtanh ones are clamp(w, 0, 1) of weights that start at 0.05 ± 0.01, "
+        "as in the VampPrior authors' code",
+        choices=PSEUDO_INPUTS,
+    )
+    prior_flow_depth: int = option(
+        2,
+        "number of affine autoregressive flows of the flow prior",
+    )
     # the class-conditional models (pyro_vae.models.conditional)
-    labels: int | None = None  # m2: labelled training images, balanced over classes, by seed
-    classifier_weight: float | None = None  # m2: α of α·log q(y|x); None: 0.1·N/labels
-    labelled_weighting: str | None = None  # m2: batch (None) or data; LABELLED_WEIGHTINGS
+    labels: int | None = option(
+        None,
+        "m2: training images that keep their label, balanced over the classes and chosen by "
+        "--seed (recorded in RUN_DIR/labelled.json); the rest train unlabelled",
+    )
+    classifier_weight: float | None = option(
+        None,
+        "m2: weight α of the classification term α·log q(y|x) on labelled images (default: "
+        "Kingma et al.'s 0.1·N/labels, N the training images)",
+    )
+    labelled_weighting: str | None = option(
+        None,
+        "m2 ({choices}): how a step weighs its labelled batch against its unlabelled one; "
+        "batch (default): image for image, so the labelled images, drawn every step, weigh "
+        "far more than their share (most reimplementations); data: each labelled image as "
+        "much as an unlabelled one over an epoch, Kingma et al.'s objective over the training"
+        " set (their code)",
+        choices=LABELLED_WEIGHTINGS,
+    )
     # options of particular guide families
-    guide_scale: str = "softplus"  # diag-normal: softplus(a), exp(½ hardtanh(a, -6, 2)), exp(a)
-    guide_rank: int = 4  # lowrank-normal
-    flow_depth: int = 4  # iaf, planar, radial, spline
-    flow_hidden_dims: list[int] = field(default_factory=lambda: [64])
-    mixture_components: int = 4  # mixture
+    guide_scale: str = option(
+        "softplus",
+        "σ of the diag-normal guide ({choices}): softplus(a) + 1e-6; exp(½ hardtanh(a, -6, "
+        "2)), log σ² bounded to [-6, 2] as in the VampPrior authors' code; or exp(a), as in "
+        "Burda et al.'s IWAE code",
+        choices=GUIDE_SCALES,
+    )
+    guide_rank: int = option(
+        4,
+        "rank of the covariance factor of the lowrank-normal guide",
+    )
+    flow_depth: int = option(
+        4,
+        "number of flows of the iaf, planar, radial and spline guides",
+    )
+    flow_hidden_dims: list[int] = option(
+        [64],
+        "hidden widths of each flow's conditioning network",
+    )
+    mixture_components: int = option(
+        4,
+        "components of the mixture guide",
+    )
     # objective and optimizer
-    elbo: str = "trace"
-    num_particles: int = 1
-    beta: float = 1.0  # weight of the KL term (β-VAE); its final value under warm-up
-    kl_warmup_epochs: int = 0  # β rises linearly to ``beta`` over this many epochs (0: no rise)
-    weight_init: str = "torch"  # torch's own, he-normal (VampPrior code), glorot-uniform (IWAE)
-    output_bias: str = "torch"  # data-logit: decoder's output bias = logit of pixel means
-    optimizer: str = "adam"  # or adam-normgrad: each tensor's gradient / its L2 norm first
-    lr: float = 1e-3
-    adam_eps: float = 1e-8  # Adam's ε (torch's default); Burda et al.'s code: 1e-4
-    adam_beta1: float = 0.9  # Adam's β1 (torch's default); Burda et al.'s code: 0.99
-    lr_schedule: str = "constant"  # per epoch: exponential, burda (stepped), plateau
-    lr_decay: float = 0.95  # γ of exponential; the factor of plateau
-    lr_patience: int = 10  # plateau: epochs without a better validation ELBO before a cut
-    early_stopping: int = 0  # stop after this many epochs without a better validation ELBO
-    compile: str = "jit"  # Pyro's JIT-traced ELBO (checked against the eager one), or "eager"
-    precision: str = "fp32"  # "bf16": encoder/decoder matmuls under autocast, log-probs fp32
-    clip_norm: float | None = None
-    epochs: int = 100
-    batch_size: int = 128
-    eval_batch_size: int = 1000
-    seed: int = 0
-    device: str = "auto"
+    elbo: str = option(
+        "trace",
+        "objective ({choices}); meanfield uses the analytic KL where one exists, iwae the "
+        "importance-weighted bound with K = --num-particles, iwae-dreg the same with doubly "
+        "reparameterized guide gradients, stl the ELBO with sticking-the-landing guide "
+        "gradients",
+        choices="elbo",
+    )
+    num_particles: int = option(
+        1,
+        "particles per data point (vectorized); K of the iwae bound",
+    )
+    beta: float = option(
+        1.0,
+        "weight β of the KL term (β-VAE); validation and test ELBOs stay β = 1",
+    )
+    kl_warmup_epochs: int = option(
+        0,
+        "KL warm-up: β rises linearly from β/N to β over N epochs (0: none)",
+    )
+    weight_init: str = option(
+        "torch",
+        "first weights of every linear and conv layer ({choices}): torch's defaults; he-"
+        "normal, N(0, 2/fan_in) with torch's biases (the VampPrior authors' code); glorot-"
+        "uniform, U(±√(6/(fan_in + fan_out))) with zero biases (Burda et al.'s IWAE code)",
+        choices=WEIGHT_INITS,
+    )
+    output_bias: str = option(
+        "torch",
+        "the decoder's output bias at the start ({choices}): torch's, or data-logit, the "
+        "logit of each pixel's mean over the training images (Burda et al.'s IWAE code; mlp "
+        "and gated-mlp decoders, bernoulli likelihood)",
+        choices=OUTPUT_BIASES,
+    )
+    optimizer: str = option(
+        "adam",
+        "the update ({choices}); adam-normgrad divides each parameter tensor's gradient by "
+        "its L2 norm before Adam, as the VampPrior authors' AdamNormGrad does",
+        choices=OPTIMIZERS,
+    )
+    lr: float = option(
+        1e-3,
+        "Adam learning rate (the initial one under --lr-schedule)",
+    )
+    adam_eps: float = option(
+        1e-8,
+        "Adam's ε, added to the root of the second moment (torch's default 1e-8; Burda et "
+        "al.'s IWAE code uses 1e-4)",
+    )
+    adam_beta1: float = option(
+        0.9,
+        "Adam's β1, the decay of the gradient's running mean (torch's default 0.9; Burda et "
+        "al.'s IWAE code uses 0.99)",
+    )
+    lr_schedule: str = option(
+        "constant",
+        "learning rate per epoch ({choices}); exponential: × --lr-decay every epoch; burda: "
+        "Burda et al. 2015's 3^i epochs at lr·10^(-i/7), i = 0..7; plateau: × --lr-decay "
+        "after --lr-patience epochs without a better validation ELBO",
+        choices=LR_SCHEDULES,
+    )
+    lr_decay: float = option(
+        0.95,
+        "factor of the exponential and plateau schedules",
+    )
+    lr_patience: int = option(
+        10,
+        "plateau schedule: epochs without a better validation ELBO before a cut",
+    )
+    early_stopping: int = option(
+        0,
+        "stop after this many epochs without a better validation ELBO, keeping the best "
+        "parameters in best.pt (0: off)",
+    )
+    compile: str = option(
+        "jit",
+        "training loss ({choices}); jit replays Pyro's JIT-traced ELBO after checking it "
+        "against the eager one, and falls back to eager, saying why",
+        choices=COMPILE_MODES,
+    )
+    precision: str = option(
+        "fp32",
+        "network arithmetic ({choices}); bf16 runs encoder and decoder under autocast, log-"
+        "probabilities stay fp32",
+        choices=PRECISIONS,
+    )
+    clip_norm: float | None = option(
+        None,
+        "clip the gradient's global norm to this value (default: no clipping)",
+    )
+    epochs: int = option(
+        100,
+        "passes over the training set (0 writes an untrained run)",
+    )
+    batch_size: int = option(
+        128,
+        "training minibatch size (under torchrun: the global batch, shared out)",
+    )
+    eval_batch_size: int = option(
+        1000,
+        "batch size for validation and test evaluation",
+    )
+    seed: int = option(
+        0,
+        "random seed (parameters, minibatch order, dynamic binarization)",
+    )
+    device: str = option(
+        "auto",
+        "device ({choices}); auto picks cuda when a GPU is visible",
+        choices=DEVICES,
+    )
     # robustness: when to checkpoint, how many non-finite steps to skip before stopping
-    checkpoint_every: int = 1  # epochs
-    checkpoint_minutes: float | None = 10.0  # also mid-epoch, after this many minutes
-    skip_nonfinite: int = 0
-    tensorboard: bool = True  # RUN_DIR/tensorboard/ where the tensorboard package is installed
+    checkpoint_every: int = option(
+        1,
+        "write a checkpoint every N epochs (and always at the end)",
+    )
+    checkpoint_minutes: float | None = option(
+        10.0,
+        "also write one mid-epoch after this many minutes",
+    )
+    skip_nonfinite: int = option(
+        0,
+        "skip up to N steps with a NaN/inf loss or gradient before stopping",
+    )
+    tensorboard: bool = option(
+        True,
+        "write no TensorBoard logs (without it: RUN_DIR/tensorboard/ holds them where the "
+        "tensorboard package is installed, pip install 'pyro-vae[tensorboard]')",
+    )
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

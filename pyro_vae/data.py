@@ -126,6 +126,9 @@ class TrainingBatches:
     def size(self) -> int:
         return self.data.train.shape[0]
 
+    # what an epoch passes over, in messages
+    description = "training"
+
     def batch(
         self,
         index: torch.Tensor,

@@ -17,6 +17,7 @@ from torch import nn
 
 from pyro_vae.data import ImageData
 from pyro_vae.errors import UserInputError
+from pyro_vae.labels import label_arguments
 
 EVAL_SEED = 0
 
@@ -61,12 +62,6 @@ def fixed_seed(seed: int, device: torch.device) -> Iterator[None]:
     with preserved_rng(device):
         torch.manual_seed(seed)
         yield
-
-
-def label_arguments(model: nn.Module, labels: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    """What a program takes after the images: the labels for a model of p(x | y) (the
-    cvae's ``needs_labels``), nothing for the others (m2 sums its label out)."""
-    return (labels,) if getattr(model, "needs_labels", False) else ()
 
 
 def per_image_terms(

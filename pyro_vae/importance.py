@@ -32,14 +32,11 @@ k̂ > 0.7 means the weights' tail is too heavy for the estimate to be trusted.
 from __future__ import annotations
 
 import contextlib
-import csv
-import json
 import math
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import partial
-from pathlib import Path
 
 import numpy as np
 import pyro
@@ -527,45 +524,3 @@ def _batch_columns(
     columns = {key: value.cpu() for key, value in columns.items()}
     columns["khat"] = torch.from_numpy(psis_khat(log_w.T.cpu().numpy()))
     return columns
-
-
-def _finite_or_none(value):
-    """JSON has no inf or NaN: such summary values are written as null."""
-    if isinstance(value, dict):
-        return {k: _finite_or_none(v) for k, v in value.items()}
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
-def write_evaluation(
-    estimate: LogLikelihoodEstimate, out_dir: Path, extra: dict | None = None
-) -> list[Path]:
-    """``evaluation.json`` (summary), ``evaluation_per_datapoint.csv`` and ``khat.png``."""
-    from pyro_vae.plots import save_khat_plot
-
-    summary = {**(extra or {}), **estimate.summary, "warning": estimate.warning}
-    json_path = out_dir / "evaluation.json"
-    json_path.write_text(json.dumps(_finite_or_none(summary), indent=2, allow_nan=False) + "\n")
-    csv_path = out_dir / "evaluation_per_datapoint.csv"
-    labels = estimate.labels if estimate.labels is not None else np.full(len(estimate.khat), -1)
-    bound_names = [f"L_{k}" for k in estimate.bounds]
-    with csv_path.open("w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["index", "label", "log_likelihood", "elbo", *bound_names, "khat", "ess"])
-        for i in range(len(estimate.khat)):
-            bounds = [f"{estimate.bounds[k][i]:.6f}" for k in estimate.bounds]
-            writer.writerow(
-                [
-                    i,
-                    int(labels[i]),
-                    f"{estimate.log_likelihood[i]:.6f}",
-                    f"{estimate.elbo[i]:.6f}",
-                    *bounds,
-                    f"{estimate.khat[i]:.4f}",
-                    f"{estimate.ess[i]:.2f}",
-                ]
-            )
-    khat_path = out_dir / "khat.png"
-    save_khat_plot(estimate.khat, KHAT_THRESHOLD, khat_path)
-    return [json_path, csv_path, khat_path]

@@ -27,7 +27,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from pyro_vae.evaluation import EVAL_SEED, eval_mode, fixed_seed, label_arguments
+from pyro_vae.evaluation import EVAL_SEED, eval_mode, fixed_seed
+from pyro_vae.labels import label_arguments
 from pyro_vae.models.priors import VampPrior
 
 ACTIVE_UNIT_THRESHOLD = 0.01

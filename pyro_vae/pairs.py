@@ -32,6 +32,7 @@ from pyro_vae.errors import UserInputError
 from pyro_vae.evaluation import fixed_seed, program_modules
 from pyro_vae.importance import check_pair
 from pyro_vae.run import Run, resolve_device
+from pyro_vae.run_folder import RunFolder
 
 USER_BINARIZE = ("dynamic", "none")
 
@@ -247,7 +248,7 @@ def train_pair(
     checkpoint's, bit-identical on the CPU to the run left alone. Samples and
     reconstructions need a decoder mean a user pair does not offer: skipped with a note.
     """
-    from pyro_vae.trainer import Trainer, resume_state  # the trainer imports this module's users
+    from pyro_vae.trainer import Trainer  # the trainer imports this module's users
 
     state = None
     if resume:
@@ -255,7 +256,7 @@ def train_pair(
             raise UserInputError("resume needs the run folder to continue")
         run_dir = Path(run_dir)
         asked = pair_config(config) if config is not None else None
-        config, state = resume_state(run_dir, asked)
+        config, state = RunFolder(run_dir).resume_state(asked)
         if config.model != USER_PAIR:
             raise UserInputError(
                 f"{run_dir} holds a registry run ({config.model}); continue it with "

@@ -11,7 +11,8 @@ taking the run's :class:`TrainConfig` (plain data: the part reads the fields it 
 - ``decoder(config, latent_dim, param_shape)``
 - ``elbo(num_particles)``: a Pyro ELBO
 - ``model(config, image_shape, num_classes)``: the whole (model, guide) pair, assembled from
-  the parts (``num_classes``: the labels' count, for the class-conditional models)
+  the parts (``num_classes``: the labels' count, for the class-conditional models; None
+  where the data set has no labels)
 
 Add an entry with :func:`register`; :func:`build_vae` assembles a model/guide pair.
 """
@@ -65,7 +66,7 @@ from pyro_vae.models import (
 )
 from pyro_vae.nn import compute_in
 from pyro_vae.objectives import IWAE_ELBO, STL_ELBO, DReG_IWAE_ELBO
-from pyro_vae.semisupervised import semi_supervised_elbo
+from pyro_vae.semisupervised import no_labels_error, semi_supervised_elbo
 
 
 def _flow(kind: str, family: type = FlowGuide) -> Callable:
@@ -206,7 +207,7 @@ def _prior(config: TrainConfig, latent_dim: int, guide: nn.Module, image_shape) 
     return lookup("prior", config.prior)(config, latent_dim, posterior, image_shape)
 
 
-def build_single_layer(config: TrainConfig, image_shape: tuple[int, ...], num_classes: int):
+def build_single_layer(config: TrainConfig, image_shape: tuple[int, ...], num_classes: int | None):
     """p(z) p(x|z) with q(z|x): the VAE of Kingma & Welling (2014)."""
     likelihood = lookup("likelihood", config.likelihood)(config, image_shape)
     encoder = _network(config, "encoder", image_shape)
@@ -217,7 +218,7 @@ def build_single_layer(config: TrainConfig, image_shape: tuple[int, ...], num_cl
     return VAEModel(prior, decoder, likelihood, image_shape), guide
 
 
-def build_two_layer(config: TrainConfig, image_shape: tuple[int, ...], num_classes: int):
+def build_two_layer(config: TrainConfig, image_shape: tuple[int, ...], num_classes: int | None):
     """p(z2) p(z1|z2) p(x|z1) with q(z1|x) q(z2|z1): ``latent_dim`` is z1's size,
     ``top_latent_dim`` z2's; ``top_guide`` (default: ``guide``) is the top layer's family."""
     likelihood = lookup("likelihood", config.likelihood)(config, image_shape)
@@ -243,7 +244,9 @@ def build_two_layer(config: TrainConfig, image_shape: tuple[int, ...], num_class
     return model, guide
 
 
-def build_two_layer_skip(config: TrainConfig, image_shape: tuple[int, ...], num_classes: int):
+def build_two_layer_skip(
+    config: TrainConfig, image_shape: tuple[int, ...], num_classes: int | None
+):
     """The VampPrior paper's two-level VAE: p(z2) p(z1|z2) p(x|z1,z2) with q(z2|x) q(z1|x,z2)
     (``pyro_vae.models.hvae_skip``). ``latent_dim`` is z1's size, ``top_latent_dim`` z2's; ``guide``
     is z1's family and ``top_guide`` (default: ``guide``) z2's. Its networks are MLPs, gated
@@ -298,10 +301,14 @@ def build_two_layer_skip(config: TrainConfig, image_shape: tuple[int, ...], num_
     return model, guide
 
 
-def build_class_conditional(config: TrainConfig, image_shape: tuple[int, ...], num_classes: int):
+def build_class_conditional(
+    config: TrainConfig, image_shape: tuple[int, ...], num_classes: int | None
+):
     """m2: p(y) p(z) p(x|y,z) with q(y|x) q(z|x,y) (Kingma et al. 2014); cvae: p(z) p(x|y,z)
     with q(z|x,y). q(z|x,y) is the ``guide`` family on a label-conditioned encoder; q(y|x)
     is a classifier: the ``encoder`` network and a linear layer to the class logits."""
+    if num_classes is None:
+        raise no_labels_error(config.dataset)
     if config.prior == "vamp":
         raise UserInputError(
             f"--model {config.model} with --prior vamp: the VampPrior mixes q(z|u) over "
@@ -334,11 +341,10 @@ REGISTRY["model"] = {
     "m2": build_class_conditional,
     "cvae": build_class_conditional,
 }
-CLASS_CONDITIONAL = ("m2", "cvae")  # models whose programs take labels: model(x, y)
 
 
 def build_vae(
-    config: TrainConfig, image_shape: tuple[int, ...], num_classes: int = 10
+    config: TrainConfig, image_shape: tuple[int, ...], num_classes: int | None = 10
 ) -> tuple[nn.Module, nn.Module]:
     """The (model, guide) pair that ``config`` names, for images of ``image_shape`` (and
     ``num_classes`` labels, which only the class-conditional models read)."""

@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 
 from pyro_vae.run import Run
+from pyro_vae.run_folder import RunFolder
 
 REPORT_NAME = "report.html"
 STYLE = """
@@ -59,7 +60,7 @@ def write_report(run: Run, images: dict[str, Path], latent: dict | None = None) 
         parts.append(_table({k: v for k, v in last.items() if v is not None}))
     if (run_dir / "curves.png").exists():
         parts.append(_image(run_dir / "curves.png", "ELBO per epoch (nats per image)"))
-    evaluation = run_dir / "evaluation.json"
+    evaluation = RunFolder(run_dir).evaluation_file
     if evaluation.exists():
         parts.append("<h2>Evaluation</h2>")
         values = json.loads(evaluation.read_text())

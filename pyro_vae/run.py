@@ -1,18 +1,10 @@
-"""A run folder and the trained objects it holds.
+"""A trained run as objects: its config, model, guide, data and history.
 
-RUN_DIR/config.json          the TrainConfig, as plain JSON
-RUN_DIR/checkpoint.pt        parameters, optimizer and RNG states, epoch (see checkpoint.py)
-RUN_DIR/best.pt              with --early-stopping: the parameters of the best validation ELBO
-RUN_DIR/metrics.jsonl        one JSON row per epoch: train/valid/test ELBO, seconds
-RUN_DIR/samples.png          decoder means of z ~ p(z)
-RUN_DIR/reconstructions.png  test images above their reconstructions
-RUN_DIR/curves.png           ELBO against epoch
+The folder it lives in, its files and their layouts are ``pyro_vae.run_folder``'s.
 """
 
 from __future__ import annotations
 
-import json
-import math
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -22,21 +14,16 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from pyro_vae.checkpoint import CHECKPOINT_NAME, load_checkpoint
 from pyro_vae.config import USER_PAIR, TrainConfig, validate
 from pyro_vae.data import ImageData, load_data
 from pyro_vae.distributed import local_rank, local_world_size
 from pyro_vae.errors import UserInputError
-from pyro_vae.evaluation import label_arguments
+from pyro_vae.labels import label_arguments
 from pyro_vae.models import VAEModel
 from pyro_vae.plots import save_curves, save_image_grid, save_reconstructions
-from pyro_vae.registry import CLASS_CONDITIONAL, build_vae, check_names, lookup
-from pyro_vae.semisupervised import label_count
-
-CONFIG_NAME = "config.json"
-BEST_NAME = "best.pt"
-CHECKPOINTS = ("best", "last")  # which parameters load_run takes
-METRICS_NAME = "metrics.jsonl"
+from pyro_vae.registry import build_vae, check_names, lookup
+from pyro_vae.run_folder import CHECKPOINTS, RunFolder  # noqa: F401 - CHECKPOINTS: the CLI's
+from pyro_vae.semisupervised import has_labels, label_count
 
 
 @dataclass
@@ -129,9 +116,9 @@ def prepare(config: TrainConfig) -> tuple[ImageData, VAEModel, nn.Module]:
     data = load_data(
         config.dataset, binarize, device, config.data_dir, config.download, config.valid_size
     )
-    num_classes = 10  # read by the class-conditional models alone
-    if config.model in CLASS_CONDITIONAL:
-        num_classes = label_count(data.train_labels, config.dataset)
+    # The labels' count, read by the class-conditional models alone, which refuse None (a
+    # data set without labels).
+    num_classes = label_count(data.train_labels) if has_labels(data.train_labels) else None
     model, guide = build_vae(config, data.image_shape, num_classes)
     for split in ("train", "valid", "test"):
         model.likelihood.check_support(data.split(split), binarize)
@@ -139,30 +126,16 @@ def prepare(config: TrainConfig) -> tuple[ImageData, VAEModel, nn.Module]:
 
 
 def read_config(run_dir: Path) -> TrainConfig:
-    path = Path(run_dir) / CONFIG_NAME
-    if not path.is_file():
-        raise UserInputError(f"{run_dir} is not a run folder (no {CONFIG_NAME}); train one first")
-    try:
-        values = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise UserInputError(f"{path} is not valid JSON ({error})") from None
-    if not isinstance(values, dict):
-        raise UserInputError(f"{path} does not hold a JSON object")
-    return TrainConfig.from_dict(values)
+    return RunFolder(run_dir).read_config()
 
 
 def read_run_config(run_dir: Path) -> TrainConfig:
-    """The config of an existing run folder (read_config, once the folder is known to exist)."""
-    if not Path(run_dir).is_dir():
-        raise UserInputError(f"run folder {run_dir} does not exist")
-    return read_config(run_dir)
+    """The config of an existing run folder."""
+    return RunFolder(run_dir).read_existing_config()
 
 
 def read_history(run_dir: Path) -> list[dict]:
-    path = Path(run_dir) / METRICS_NAME
-    if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return RunFolder(run_dir).read_history()
 
 
 def load_run(run_dir: str | Path, device: str | None = None, checkpoint: str = "best") -> Run:
@@ -172,12 +145,8 @@ def load_run(run_dir: str | Path, device: str | None = None, checkpoint: str = "
     ``checkpoint="best"`` takes best.pt where early stopping wrote one (the parameters of the
     best validation ELBO), else the last checkpoint; ``"last"`` always the last.
     """
-    if checkpoint not in CHECKPOINTS:
-        raise UserInputError(
-            f"unknown checkpoint {checkpoint!r}; valid values: {', '.join(CHECKPOINTS)}"
-        )
-    run_dir = Path(run_dir)
-    config = read_run_config(run_dir)
+    folder = RunFolder(run_dir)
+    config = folder.read_existing_config()
     if config.model == USER_PAIR:
         raise UserInputError(
             f"{run_dir} holds a run of a user's own model/guide pair, which only its code "
@@ -186,9 +155,7 @@ def load_run(run_dir: str | Path, device: str | None = None, checkpoint: str = "
         )
     if device is not None:
         config.device = device
-    best = checkpoint == "best" and (run_dir / BEST_NAME).is_file()
-    name = BEST_NAME if best else CHECKPOINT_NAME
-    state = load_checkpoint(run_dir / name)
+    state, source = folder.read_parameters(checkpoint)
     data, model, guide = prepare(config)
     try:
         model.load_state_dict(state["model"])
@@ -198,21 +165,7 @@ def load_run(run_dir: str | Path, device: str | None = None, checkpoint: str = "
         raise UserInputError(
             f"the checkpoint in {run_dir} does not fit the model of its config.json ({reason})"
         ) from None
-    which = "best validation ELBO" if best else "last"
-    source = f"{_trained_for(state, config.batch_size)}, {which} ({name})"
-    return Run(config, model, guide, data, run_dir, read_history(run_dir), source)
-
-
-def _trained_for(state: dict, batch_size: int) -> str:
-    """How far a checkpoint's parameters trained: "epoch 55", or, for one written inside an
-    epoch (a stop request, a timed checkpoint), "epoch 55 and 1498 of 3000 steps of epoch 56"
-    (its parameters are those after that step, not those that ended epoch 55)."""
-    epoch, position = state["epoch"], state.get("position") or {}
-    step, order = position.get("step", 0), position.get("order")
-    if not step:
-        return f"epoch {epoch}"
-    steps = f" of {math.ceil(order.numel() / batch_size)}" if order is not None else ""
-    return f"epoch {epoch} and {step}{steps} steps of epoch {epoch + 1}"
+    return Run(config, model, guide, data, folder.path, folder.read_history(), source)
 
 
 def write_images(run: Run, out_dir: Path, num_images: int = 64) -> None:

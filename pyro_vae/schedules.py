@@ -33,6 +33,10 @@ def burda_factor(epochs_done: int) -> float:
     return 10 ** (-stage / 7)
 
 
+# The schedules config.lr_schedule names (make_scheduler builds each).
+SCHEDULES = ("constant", "exponential", "burda", "plateau")
+
+
 def make_scheduler(
     name: str, optimizer: torch.optim.Optimizer, decay: float, patience: int
 ) -> lr_scheduler.LRScheduler | lr_scheduler.ReduceLROnPlateau | None:

@@ -47,7 +47,6 @@ import functools
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import pyro
 import pyro.infer
@@ -58,17 +57,26 @@ from pyro_vae.config import TrainConfig
 from pyro_vae.data import ImageData, TrainingBatches
 from pyro_vae.errors import UserInputError
 from pyro_vae.evaluation import eval_mode
+from pyro_vae.labels import classifies, needs_labels
+from pyro_vae.run_folder import RunFolder
 
-LABELLED_NAME = "labelled.json"
+
+def has_labels(labels: torch.Tensor) -> bool:
+    """Whether a data set's labels are there: an .npz without them gives -1s, or none."""
+    return labels.numel() > 0 and not bool((labels < 0).any())
 
 
-def label_count(labels: torch.Tensor, dataset: str) -> int:
+def no_labels_error(dataset: str) -> UserInputError:
+    return UserInputError(
+        f"{dataset} has no labels (an .npz without train_labels/test_labels arrays?); "
+        "the class-conditional models m2 and cvae need a label for every image"
+    )
+
+
+def label_count(labels: torch.Tensor, dataset: str = "the data set") -> int:
     """How many classes the labels of ``dataset`` name, refusing a data set without labels."""
-    if labels.numel() == 0 or bool((labels < 0).any()):
-        raise UserInputError(
-            f"{dataset} has no labels (an .npz without train_labels/test_labels arrays?); "
-            "the class-conditional models m2 and cvae need a label for every image"
-        )
+    if not has_labels(labels):
+        raise no_labels_error(dataset)
     return int(labels.max()) + 1
 
 
@@ -100,10 +108,10 @@ def choose_labelled(labels: torch.Tensor, count: int, num_classes: int, seed: in
     return torch.cat(chosen).sort().values
 
 
-def write_labelled(run_dir: Path, index: torch.Tensor, labels: torch.Tensor) -> None:
+def write_labelled(folder: RunFolder, index: torch.Tensor, labels: torch.Tensor) -> None:
     """RUN_DIR/labelled.json: which training images kept their label, and the labels."""
     record = {"train_index": index.tolist(), "labels": labels[index].tolist()}
-    (Path(run_dir) / LABELLED_NAME).write_text(json.dumps(record) + "\n")
+    folder.labelled_file.write_text(json.dumps(record) + "\n")
 
 
 @dataclass
@@ -123,6 +131,8 @@ class SemiSupervisedBatches(TrainingBatches):
     def size(self) -> int:
         return self.unlabelled.shape[0]
 
+    description = "unlabelled training"
+
     def program_arguments(self, batch: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
         """One call's arguments of model and guide: the unlabelled images."""
         return batch[:1]
@@ -137,15 +147,19 @@ class SemiSupervisedBatches(TrainingBatches):
         return x_u, x_l, self.data.train_labels[labelled]
 
 
-def training_batches(config: TrainConfig, data: ImageData) -> TrainingBatches:
-    """The batches ``config.model`` trains on (m2: its labelled subset chosen by seed)."""
-    if config.model == "m2":
+def training_batches(
+    config: TrainConfig, data: ImageData, model: nn.Module, guide: nn.Module
+) -> TrainingBatches:
+    """The batches the pair trains on (``pyro_vae.labels``): with a labelled subset chosen by
+    seed where the guide classifies (m2), with every image's label where the model is
+    p(x | y) (cvae), the images alone otherwise."""
+    if classifies(guide):
         num_classes = label_count(data.train_labels, config.dataset)
         labelled = choose_labelled(data.train_labels, config.labels, num_classes, config.seed)
         return SemiSupervisedBatches(
             data, labelled=labelled, labelled_batch=labelled_batch_size(config)
         )
-    return TrainingBatches(data, with_labels=config.model == "cvae")
+    return TrainingBatches(data, with_labels=needs_labels(model))
 
 
 def labelled_batch_size(config: TrainConfig) -> int:

@@ -20,10 +20,10 @@ import torch
 from pyro import poutine
 from torch import nn
 
-from pyro_vae.data import ImageData
 from pyro_vae.errors import UserInputError
 from pyro_vae.evaluation import fixed_seed
 from pyro_vae.objectives import analytic_kl_pairs
+from pyro_vae.optimizers import OPTIMIZERS
 from pyro_vae.torch_private import add_nonfinite_flag
 
 DEFER_CHECK_DEVICES = ("cuda",)  # where the per-step finiteness check is read in windows
@@ -31,29 +31,6 @@ DEFER_CHECK_DEVICES = ("cuda",)  # where the per-step finiteness check is read i
 
 class NonFiniteLossError(UserInputError):
     """Training produced a NaN or infinite loss or gradient; the last good checkpoint is kept."""
-
-
-class AdamNormGrad(torch.optim.Adam):
-    """Adam on normalized gradients: each parameter tensor's gradient g is replaced by
-    g / (‖g‖₂ + 1e-7) before the Adam update, so a tensor's update no longer depends on how
-    large its gradient is at this step relative to earlier ones (Adam alone is invariant
-    only to a scale that stays fixed).
-
-    The optimizer of the VampPrior authors' code (Tomczak & Welling 2018,
-    github.com/jmtomczak/vae_vampprior, utils/optimizer.py), with torch's Adam after the
-    division. Its state is Adam's, so a checkpoint of one loads into the other.
-    """
-
-    @torch.no_grad()
-    def step(self, closure: Callable[[], float] | None = None) -> float | None:
-        for group in self.param_groups:
-            for p in group["params"]:
-                if p.grad is not None:
-                    p.grad.div_(torch.linalg.vector_norm(p.grad) + 1e-7)
-        return super().step(closure)
-
-
-OPTIMIZERS = {"adam": torch.optim.Adam, "adam-normgrad": AdamNormGrad}  # config.optimizer
 
 
 def adam(
@@ -187,42 +164,6 @@ def svi_step_deferred(
     finally:
         del optimizer.found_inf
     return loss, found
-
-
-def svi_epoch(
-    loss_fn: Callable[[torch.Tensor], torch.Tensor],
-    optimizer: torch.optim.Optimizer,
-    data: ImageData,
-    generator: torch.Generator,
-    batch_size: int,
-    clip_norm: float | None = None,
-    check_finite: bool = True,
-) -> torch.Tensor:
-    """One pass over the training images in a random order, one SVI step per minibatch.
-
-    The steps :func:`train` takes, without its checkpoints and progress bar (on a GPU the
-    finiteness flags are read once, at the end). Returns the summed loss as a device
-    tensor; a non-finite step raises NonFiniteLossError.
-    """
-    defer = check_finite and defers_check(data.device, optimizer, clip_norm)
-    total = torch.zeros((), device=data.device)
-    flags = []
-    order = torch.randperm(data.train.shape[0], generator=generator, device=data.device)
-    for step, index in enumerate(order.split(batch_size)):
-        x = data.train_batch(index, generator)
-        if defer:
-            loss, found = svi_step_deferred(loss_fn, optimizer, x)
-            flags.append(found)
-            total += torch.where(found > 0, 0.0, loss.detach())
-            continue
-        loss, taken = svi_step(loss_fn, optimizer, x, clip_norm, check_finite)
-        if not taken:
-            raise NonFiniteLossError(f"non-finite loss or gradient at step {step + 1}")
-        total += loss.detach()
-    bad = torch.stack(flags).nonzero() if flags else []
-    if len(bad):
-        raise NonFiniteLossError(f"non-finite loss or gradient at step {bad[0].item() + 1}")
-    return total
 
 
 def warn_sampled_kl(model: nn.Module, guide: nn.Module, *args: torch.Tensor) -> None:

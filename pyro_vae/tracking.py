@@ -17,7 +17,8 @@ from pathlib import Path
 import torch
 
 from pyro_vae.config import TrainConfig
-from pyro_vae.evaluation import fixed_seed, label_arguments
+from pyro_vae.evaluation import fixed_seed
+from pyro_vae.labels import label_arguments
 from pyro_vae.plots import image_grid, reconstruction_rows
 
 IMAGES_EVERY = 5

@@ -7,12 +7,14 @@
     Trainer.fit()               epoch 0's evaluation, then for each epoch:
       Trainer.run_epoch()         the epoch's SVI steps (``pyro_vae.svi``), from where it left off
       Trainer.evaluate_row()      validation and test ELBO (m2: and error), a metrics.jsonl row
+      callbacks                   what the row is told to (``pyro_vae.callbacks``: the metrics
+                                  file, TensorBoard, the caller's own)
       pyro_vae.schedules          the epoch's learning-rate step; early stopping (best.pt)
-      CheckpointSchedule          whether a checkpoint is due: every N epochs, every M minutes,
-                                  at the end, on a stop request
-      Trainer.write_checkpoint()  what one holds: parameters, optimizer, position, RNG streams
-    FinitenessCheck             a non-finite step: checked at once, or in windows on a GPU;
-                                skipped up to ``skip_nonfinite`` times, then the run stops
+      CheckpointSchedule          whether a checkpoint is due (``pyro_vae.policies``)
+      Trainer.write_checkpoint()  through ``pyro_vae.run_folder.RunFolder``, which knows what
+                                  one holds
+    FinitenessCheck             a non-finite step (``pyro_vae.policies``): skipped up to
+                                ``skip_nonfinite`` times, then the run stops
 
 Training survives interruption: checkpoints are written atomically, also mid-epoch and on
 SIGINT/SIGTERM, and ``train(..., resume=True)`` continues from one, bit for bit on the CPU.
@@ -22,28 +24,17 @@ global batch a rank takes, the loss module (DDP) with the all-reduced loss a ste
 and the decisions every rank must take alike (a mid-epoch checkpoint, a stop request),
 agreed every PROGRESS_EVERY steps. Rank 0 alone evaluates and writes the run folder.
 
-Random streams. One process: one generator draws the epochs' permutations and the dynamic
-binarization, and Pyro's latent draws come from torch's global generator, seeded with
-``config.seed`` before the networks are built. N processes: the networks are built from that
-seed on every rank, and the permutation generator is the same on every rank; each rank's
-latent draws and binarization come from streams of its own, seeded from (seed, rank). A
-checkpoint holds every rank's streams: resumed on as many processes, a run continues them
-bit for bit (on the CPU); on another number, each rank's streams start afresh from (seed,
-rank, epochs, step), and a warning says so.
+Random streams: ``pyro_vae.streams``.
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
 import math
-import signal
 import threading
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 
 import pyro
@@ -51,34 +42,26 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from pyro_vae.checkpoint import (
-    CHECKPOINT_NAME,
-    capture_rng,
-    load_checkpoint,
-    restore_rng,
-    save_checkpoint,
-    write_text_atomically,
-)
+from pyro_vae.callbacks import Callback, default_callbacks
 from pyro_vae.compiled import training_loss
-from pyro_vae.config import RESUMABLE_CHANGES, TrainConfig, differing_fields
+from pyro_vae.config import TrainConfig
 from pyro_vae.data import ImageData, TrainingBatches
 from pyro_vae.distributed import ProcessGroup, is_restart, process_group
 from pyro_vae.errors import UserInputError
-from pyro_vae.evaluation import elbo_terms, fixed_seed, stream_seed
+from pyro_vae.evaluation import elbo_terms, fixed_seed
+from pyro_vae.labels import classifies
 from pyro_vae.nn import initialize_weights
 from pyro_vae.objectives import LatentScale, warmup_beta
+from pyro_vae.policies import PROGRESS_EVERY, CheckpointSchedule, FinitenessCheck, stop_requests
 from pyro_vae.registry import make_elbo
 from pyro_vae.run import (
-    BEST_NAME,
-    CONFIG_NAME,
-    METRICS_NAME,
     Run,
     flushed_denormals,
     prepare,
-    read_config,
     resolve_device,
     write_images,
 )
+from pyro_vae.run_folder import RunFolder
 from pyro_vae.schedules import best_epoch, make_scheduler, patience_exhausted, step_scheduler
 from pyro_vae.semisupervised import (
     SemiSupervisedBatches,
@@ -86,21 +69,15 @@ from pyro_vae.semisupervised import (
     training_batches,
     write_labelled,
 )
+from pyro_vae.streams import Streams
 from pyro_vae.svi import (
     NonFiniteLossError,
     adam,
     arguments,
     defers_check,
     nonfinite_report,
-    svi_step,
-    svi_step_deferred,
     warn_sampled_kl,
 )
-from pyro_vae.tracking import IMAGES_EVERY, TensorBoardLog, tensorboard_available
-
-# Steps between progress-bar loss updates, between reads of deferred finiteness flags, and
-# between the ranks' agreements on a mid-epoch checkpoint or stop.
-PROGRESS_EVERY = 25
 
 
 class TrainingInterrupted(Exception):
@@ -108,65 +85,7 @@ class TrainingInterrupted(Exception):
 
 
 # ---------------------------------------------------------------------------------------------
-# The run folder and what a resumed run starts from
-
-
-def default_run_dir(config: TrainConfig) -> Path:
-    return Path("runs") / f"{config.dataset}-{datetime.now():%Y%m%d-%H%M%S}"
-
-
-def holds_run(run_dir: Path) -> bool:
-    return (run_dir / CHECKPOINT_NAME).exists() or (run_dir / CONFIG_NAME).exists()
-
-
-def refuse_existing_run(run_dir: Path) -> None:
-    if holds_run(run_dir):
-        raise UserInputError(
-            f"{run_dir} already holds a run; choose another --out, or continue it with --resume"
-        )
-
-
-def create_run_dir(run_dir: Path) -> Path:
-    """Create ``run_dir``; refuse one that cannot be written."""
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        probe = run_dir / ".write-test"
-        probe.write_text("")
-        probe.unlink()
-    except OSError as error:
-        raise UserInputError(f"cannot write to run folder {run_dir} ({error.strerror})") from None
-    return run_dir
-
-
-def resume_config(run_dir: Path, asked: TrainConfig | None) -> TrainConfig:
-    """The stored config of ``run_dir``, with the changes ``asked`` may make on resume."""
-    if not run_dir.is_dir():
-        raise UserInputError(f"cannot resume: run folder {run_dir} does not exist")
-    stored = read_config(run_dir)
-    if asked is None:
-        return stored
-    fixed = differing_fields(stored, asked, ignore=RESUMABLE_CHANGES)
-    if fixed:
-        raise UserInputError(
-            f"cannot resume {run_dir} with a different model or training config "
-            f"({'; '.join(fixed)}); only {', '.join(RESUMABLE_CHANGES)} may change"
-        )
-    return asked
-
-
-def resume_state(run_dir: Path, asked: TrainConfig | None) -> tuple[TrainConfig, dict | None]:
-    """The config a resumed run continues with, and its checkpoint (None when the run
-    stopped before its first checkpoint: it then starts afresh from its config.json)."""
-    config = resume_config(run_dir, asked)
-    checkpoint = run_dir / CHECKPOINT_NAME
-    state = load_checkpoint(checkpoint) if checkpoint.exists() else None
-    stored = TrainConfig.from_dict(state["config"]) if state else config
-    differ = differing_fields(stored, read_config(run_dir), ignore=RESUMABLE_CHANGES)
-    if differ:
-        raise UserInputError(
-            f"the checkpoint and config.json in {run_dir} disagree ({'; '.join(differ)})"
-        )
-    return config, state
+# Where training stands
 
 
 @dataclass
@@ -179,117 +98,6 @@ class Position:
     total: torch.Tensor | None = None  # that epoch's summed loss so far (the global batches')
     seconds: float = 0.0  # that epoch's training time so far
     skipped: int = 0  # non-finite steps skipped over the whole run
-
-
-# ---------------------------------------------------------------------------------------------
-# Policies: when to checkpoint, what a non-finite step leads to, when to stop
-
-
-@dataclass
-class CheckpointSchedule:
-    """When a checkpoint is written: after every ``every`` epochs and the last one, after
-    ``minutes`` minutes since the last one (mid-epoch too), and when a stop is requested."""
-
-    every: int
-    minutes: float | None
-    last_epoch: int
-    written_at: float = field(default_factory=time.monotonic)
-
-    def mid_epoch_due(self) -> bool:
-        elapsed = time.monotonic() - self.written_at
-        return self.minutes is not None and elapsed >= 60 * self.minutes
-
-    def epoch_end_due(self, epoch: int, stopping: bool) -> bool:
-        return epoch % self.every == 0 or epoch == self.last_epoch or stopping
-
-    def written(self) -> None:
-        self.written_at = time.monotonic()
-
-
-class FinitenessCheck:
-    """Takes SVI steps and acts on the non-finite ones (NaN or inf in loss or gradient).
-
-    Per step (the CPU; any device with ``--clip-norm``): each step's loss and gradients are
-    checked at once, and a bad step's update is not made. Deferred (a GPU with the fused
-    Adam, :func:`~pyro_vae.svi.defers_check`): nothing waits for the device; the fused
-    optimizer skips a bad update on the device itself, and the flags are read every
-    PROGRESS_EVERY steps and before a checkpoint (:meth:`settle`), so a bad step is
-    reported up to PROGRESS_EVERY steps late, its update already skipped. Either way
-    ``on_nonfinite(epoch, step, batch)`` decides whether the run goes on.
-    """
-
-    def __init__(
-        self,
-        defer: bool,
-        clip_norm: float | None,
-        global_loss: Callable[[torch.Tensor], torch.Tensor] | None,
-        on_nonfinite: Callable[[int, int, tuple[torch.Tensor, ...]], None],
-    ):
-        self.defer = defer
-        self.clip_norm = clip_norm
-        self.global_loss = global_loss
-        self.on_nonfinite = on_nonfinite
-        self.pending: list[tuple] = []  # (epoch, step, flag, batch) per deferred step
-
-    def step(
-        self,
-        loss_fn: Callable[..., torch.Tensor],
-        optimizer: torch.optim.Optimizer,
-        batch: tuple[torch.Tensor, ...],
-        epoch: int,
-        step: int,
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """One step on ``batch`` (the loss's arguments); returns its loss and what it adds
-        to the epoch's total (None: nothing)."""
-        if self.defer:
-            loss, found = svi_step_deferred(loss_fn, optimizer, batch, self.global_loss)
-            counted = torch.where(found > 0, 0.0, loss.detach())
-            self.pending.append((epoch, step, found, batch))
-            if len(self.pending) == PROGRESS_EVERY:
-                self.settle()
-            return loss, counted
-        global_loss = self.global_loss
-        loss, taken = svi_step(loss_fn, optimizer, batch, self.clip_norm, global_loss=global_loss)
-        if not taken:
-            self.on_nonfinite(epoch, step, batch)
-            return loss, None
-        return loss, loss.detach()
-
-    def settle(self) -> None:
-        """Read the deferred flags (one wait for the device) and act on the bad steps."""
-        if not self.pending:
-            return
-        flags = torch.stack([found for _, _, found, _ in self.pending]).tolist()
-        waiting = self.pending.copy()
-        self.pending.clear()
-        for (epoch, step, _, batch), bad in zip(waiting, flags):
-            if bad:
-                self.on_nonfinite(epoch, step, batch)
-
-
-@contextlib.contextmanager
-def stop_requests() -> Iterator[threading.Event]:
-    """An event set by SIGINT/SIGTERM, so the loop can checkpoint before it stops.
-
-    A second SIGINT raises KeyboardInterrupt at once. Outside the main thread (where Python
-    allows no signal handlers) the event simply never fires.
-    """
-    event = threading.Event()
-    if threading.current_thread() is not threading.main_thread():
-        yield event
-        return
-
-    def handle(signum, frame):
-        if event.is_set() and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        event.set()
-
-    previous = {sig: signal.signal(sig, handle) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield event
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -350,29 +158,29 @@ def open_run_dir(
     resume: bool,
     data: ImageData,
     batches: TrainingBatches,
-) -> Path:
+) -> RunFolder:
     """Check that ``config``'s batches fit the training images, then create the run folder
     of a new run (refusing one that exists) or reuse a resumed run's, and write its config
     (and an M2 run's labelled subset) there. Returns the folder."""
     n_train = batches.size
-    kind = "unlabelled training" if config.model == "m2" else "training"  # what an epoch passes
+    kind = batches.description
     if config.batch_size > n_train:
         raise UserInputError(
             f"batch_size {config.batch_size} is larger than the {n_train} {kind} images "
             f"of {config.dataset}; use --batch-size {n_train} or less"
         )
     group.check_shards(config.batch_size, n_train, kind)
+    folder = RunFolder(run_dir) if run_dir else RunFolder.default_for(config)
     if not resume:
-        run_dir = Path(run_dir) if run_dir else default_run_dir(config)
-        refuse_existing_run(run_dir)
+        folder.refuse_existing()
         group.barrier()  # every rank has looked before rank 0 creates it
         if group.is_main:
-            create_run_dir(run_dir)
+            folder.create()
     if group.is_main and isinstance(batches, SemiSupervisedBatches):
-        write_labelled(run_dir, batches.labelled.cpu(), data.train_labels.cpu())
+        write_labelled(folder, batches.labelled.cpu(), data.train_labels.cpu())
     if group.is_main:
-        write_text_atomically(run_dir / CONFIG_NAME, json.dumps(config.to_dict(), indent=2) + "\n")
-    return run_dir
+        folder.write_config(config)
+    return folder
 
 
 @dataclass
@@ -380,7 +188,7 @@ class Trainer:
     """One training run, prepared (:meth:`prepare`) and then trained (:meth:`fit`)."""
 
     config: TrainConfig
-    run_dir: Path
+    folder: RunFolder
     group: ProcessGroup
     data: ImageData
     model: nn.Module
@@ -390,8 +198,7 @@ class Trainer:
     compile_mode: str
     step_loss: Callable[..., torch.Tensor]  # what a step backpropagates (DDP'd)
     optimizer: torch.optim.Optimizer
-    generator: torch.Generator  # the epochs' permutations: the same on every rank
-    binarizer: torch.Generator  # dynamic binarization: this rank's own (one process: generator)
+    streams: Streams  # the epochs' permutations, binarization and latent draws
     schedule: CheckpointSchedule
     batches: TrainingBatches  # what a step trains on (images; images and labels)
     scheduler: object = None  # the learning-rate schedule (pyro_vae.schedules), if any
@@ -419,7 +226,7 @@ class Trainer:
         pyro.clear_param_store()  # stale parameters of an earlier model must not shadow these
         pyro.set_rng_seed(config.seed)  # before the networks are built: their initialization too
         data, model, guide = prepare(config)
-        batches = training_batches(config, data)
+        batches = training_batches(config, data, model, guide)
         return cls.assemble(config, run_dir, group, data, model, guide, state, resume, batches)
 
     @classmethod
@@ -439,13 +246,12 @@ class Trainer:
         folder, random streams, the loss, optimizer and schedules, the resumed state.
         ``batches``: what a step trains on (default: the training images alone)."""
         batches = batches or TrainingBatches(data)
-        run_dir = open_run_dir(config, run_dir, group, resume, data, batches)
+        folder = open_run_dir(config, run_dir, group, resume, data, batches)
         pair = nn.ModuleDict({"model": model, "guide": guide})
         if state is None:  # a resumed run's parameters come from its checkpoint
             start_networks(config, pair, data.train)
         device = data.device
-        generator = torch.Generator(device=device).manual_seed(config.seed)
-        binarizer = torch.Generator(device=device) if group.is_parallel else generator
+        streams = Streams.create(config.seed, device, group)
         warmup = LatentScale(1.0)
         # A training-sized batch (this rank's shard of one), binarized by a generator of its
         # own: the run's streams stay put.
@@ -469,7 +275,7 @@ class Trainer:
         )
         trainer = cls(
             config=config,
-            run_dir=run_dir,
+            folder=folder,
             group=group,
             data=data,
             model=model,
@@ -479,20 +285,19 @@ class Trainer:
             compile_mode=compile_mode,
             step_loss=step_loss,
             optimizer=optimizer,
-            generator=generator,
-            binarizer=binarizer,
+            streams=streams,
             schedule=schedule,
             batches=batches,
             scheduler=scheduler,
         )
-        trainer.start_streams(state)
+        streams.start(state)
         if state is not None:
             trainer.restore(state)
         return trainer
 
     def restore(self, state: dict) -> None:
         """Take a checkpoint's networks, optimizer, schedule, history and position (its
-        random streams are :meth:`start_streams`'s)."""
+        random streams are ``Streams.start``'s)."""
         self.model.load_state_dict(state["model"])
         self.guide.load_state_dict(state["guide"])
         self.optimizer.load_state_dict(state["optimizer"])
@@ -505,93 +310,27 @@ class Trainer:
         position.total = position.total.to(device) if position.total is not None else None
         self.position = position
 
-    # -- random streams ----------------------------------------------------------------------
-
-    def start_streams(self, state: dict | None) -> None:
-        """Seed or restore the run's random streams (module docstring, "Random streams")."""
-        group, seed = self.group, self.config.seed
-        if state is None:
-            if group.is_parallel:
-                self._seed_own_streams(seed, group.rank)
-            return
-        restore_rng(state["rng"], self.generator)
-        stored = state.get("world_size", 1)
-        if stored == group.world_size:
-            if group.is_parallel:
-                own = state["rank_streams"][group.rank]
-                torch.set_rng_state(own["torch"])
-                if own["cuda"] is not None:
-                    torch.cuda.set_rng_state(own["cuda"], self.data.device)
-                self.binarizer.set_state(own["binarize"])
-            return
-        where = state["position"]
-        if group.is_main:
-            warnings.warn(
-                f"resuming a {stored}-process run on {group.world_size} process(es): each "
-                f"process's latent and binarization streams start afresh from (seed, rank, "
-                f"epoch {where['epochs_done']}, step {where['step']}); the run is reproducible "
-                f"but not the one an uninterrupted {stored}-process run would give",
-                stacklevel=2,
-            )
-        self._seed_own_streams(seed, group.rank, where["epochs_done"], where["step"])
-
-    def _seed_own_streams(self, *keys: int) -> None:
-        torch.manual_seed(stream_seed(*keys, 0))
-        if self.binarizer is not self.generator:
-            self.binarizer.manual_seed(stream_seed(*keys, 1))
-
-    def _streams_state(self) -> dict:
-        """The RNG part of a checkpoint (a collective under torchrun: every rank calls it)."""
-        device = self.data.device
-        own = {
-            "torch": torch.get_rng_state(),
-            "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
-            "binarize": self.binarizer.get_state(),
-        }
-        streams = self.group.gather(own)
-        state = {"rng": capture_rng(self.generator), "world_size": self.group.world_size}
-        if self.group.is_parallel:
-            state["rank_streams"] = streams
-        return state
-
     # -- checkpoints and metrics -------------------------------------------------------------
+
+    @property
+    def run_dir(self) -> Path:
+        return self.folder.path
 
     def write_checkpoint(self) -> None:
         """Every rank takes part (their streams are gathered); rank 0 writes the file."""
-        streams = self._streams_state()
+        streams = self.streams.state()
         if self.group.is_main:
-            state = {
-                "config": self.config.to_dict(),
-                "epoch": self.position.epochs_done,
-                "position": vars(self.position),
-                "history": self.history,
-                "model": self.model.state_dict(),
-                "guide": self.guide.state_dict(),
-                "optimizer": self.optimizer.state_dict(),
-                **streams,
-            }
+            training = {"position": vars(self.position), "optimizer": self.optimizer.state_dict()}
             if self.scheduler is not None:
-                state["scheduler"] = self.scheduler.state_dict()
-            save_checkpoint(self.run_dir / CHECKPOINT_NAME, state)
+                training["scheduler"] = self.scheduler.state_dict()
+            pair = (self.model, self.guide)
+            self.folder.write_checkpoint(self.config, self.history, pair, **training, **streams)
         self.schedule.written()
 
     def write_best(self) -> None:
         """best.pt: the parameters of the best validation ELBO so far (early stopping)."""
         if self.group.is_main:
-            state = {
-                "config": self.config.to_dict(),
-                "epoch": self.history[-1]["epoch"],
-                "history": self.history,
-                "model": self.model.state_dict(),
-                "guide": self.guide.state_dict(),
-            }
-            save_checkpoint(self.run_dir / BEST_NAME, state)
-
-    def write_metrics(self) -> None:
-        # Rewritten whole from the history, so a resumed run's file matches its checkpoint.
-        if self.group.is_main:
-            rows = "".join(json.dumps(row) + "\n" for row in self.history)
-            write_text_atomically(self.run_dir / METRICS_NAME, rows)
+            self.folder.write_best(self.config, self.history, (self.model, self.guide))
 
     def evaluate_row(self, epoch: int, train_elbo: float | None, seconds: float | None) -> dict:
         """One row of metrics.jsonl. train_elbo is minus the training objective (β-weighted
@@ -610,35 +349,18 @@ class Trainer:
             row["lr"] = self.optimizer.param_groups[0]["lr"] if epoch else None
         if not self.group.is_main:  # rank 0 evaluates; every rank keeps its row
             return self.group.from_main(None)
-        classifies = getattr(self.guide, "classifier", None) is not None  # m2
-        columns = ("elbo", "reconstruction", "kl", *(("error",) if classifies else ()))
+        has_classifier = classifies(self.guide)  # m2
+        columns = ("elbo", "reconstruction", "kl", *(("error",) if has_classifier else ()))
         for split in ("valid", "test"):
             size = self.config.eval_batch_size
             terms = dict.fromkeys(columns)  # None where --valid-size 0 left no validation images
             if len(self.data.split(split)):
                 terms.update(elbo_terms(self.model, self.guide, self.data, split, size))
-                if classifies:  # the share of images argmax q(y|x) labels wrongly
+                if has_classifier:  # the share of images argmax q(y|x) labels wrongly
                     terms["error"] = label_error(self.guide, self.data, split, size)
             for name, value in terms.items():
                 row[f"{split}_{name}"] = value
         return self.group.from_main(row)
-
-    def tensorboard_log(self) -> TensorBoardLog | None:
-        """Rank 0's TensorBoard writer, where asked for and the package is installed."""
-        wanted = self.config.tensorboard and self.group.is_main and tensorboard_available()
-        return TensorBoardLog(self.run_dir, self.config) if wanted else None
-
-    def to_tensorboard(self, tracker: TensorBoardLog | None) -> None:
-        """The newest metrics row, and every IMAGES_EVERY epochs and at the last, images."""
-        if tracker is None:
-            return
-        row = self.history[-1]
-        tracker.epoch(row)
-        if row["epoch"] % IMAGES_EVERY == 0 or row["epoch"] == self.config.epochs:
-            test_images = next(self.data.eval_batches("test", 32), None)
-            if test_images is not None:
-                labels = self.data.test_labels[:32]
-                tracker.images(row["epoch"], self.model, self.guide, test_images, labels)
 
     def skip_or_stop(self, epoch: int, step: int, batch: tuple[torch.Tensor, ...]) -> None:
         """A non-finite step: skipped while ``skip_nonfinite`` allows, else the run stops."""
@@ -655,18 +377,21 @@ class Trainer:
 
     # -- training ----------------------------------------------------------------------------
 
-    def fit(self, progress: bool = True) -> Run:
-        """Train to ``config.epochs``, evaluating and checkpointing as scheduled."""
+    def fit(self, progress: bool = True, callbacks: Sequence[Callback] = ()) -> Run:
+        """Train to ``config.epochs``, evaluating and checkpointing as scheduled; rank 0 calls
+        the run's own callbacks (``pyro_vae.callbacks``) and then ``callbacks``."""
         config = self.config
         patience = config.early_stopping
-        tracker = self.tensorboard_log()
+        listeners = [*default_callbacks(self), *callbacks] if self.group.is_main else []
         if not self.history:  # epoch 0, the untrained model, is evaluated and checkpointed
             self.history.append(self.evaluate_row(0, None, None))
             self.write_checkpoint()
             if patience:
                 self.write_best()
-            self.to_tensorboard(tracker)
-        self.write_metrics()
+            for callback in listeners:
+                callback.on_epoch_end(self, self.history[-1])
+        for callback in listeners:
+            callback.on_train_start(self)
         steps_per_epoch = math.ceil(self.batches.size / config.batch_size)
         done = min(self.position.epochs_done, config.epochs) * steps_per_epoch + self.position.step
         bar = tqdm(
@@ -685,8 +410,8 @@ class Trainer:
                 train_elbo, seconds = self.run_epoch(epoch, bar, stop)
                 self.position = Position(epochs_done=epoch, skipped=self.position.skipped)
                 self.history.append(self.evaluate_row(epoch, train_elbo, seconds))
-                self.write_metrics()
-                self.to_tensorboard(tracker)
+                for callback in listeners:
+                    callback.on_epoch_end(self, self.history[-1])
                 step_scheduler(self.scheduler, self.history[-1]["valid_elbo"])
                 if patience and best_epoch(self.history) == epoch:
                     self.write_best()
@@ -705,8 +430,8 @@ class Trainer:
                     )
                 if stopping_early:
                     break
-        if tracker is not None:
-            tracker.close(self.history)
+        for callback in listeners:
+            callback.on_train_end(self)
         run = Run(config, self.model, self.guide, self.data, self.run_dir, self.history)
         if self.group.is_main:
             write_images(run, self.run_dir)
@@ -718,13 +443,14 @@ class Trainer:
         self.warmup.beta = warmup_beta(epoch, config.kl_warmup_epochs, config.beta)
         n_train = self.batches.size
         if position.order is None:
-            position.order = torch.randperm(n_train, generator=self.generator, device=data.device)
+            generator = self.streams.generator
+            position.order = torch.randperm(n_train, generator=generator, device=data.device)
             position.total = torch.zeros((), device=data.device)
         batches = position.order.split(config.batch_size)
         start = time.perf_counter() - position.seconds
         for step in range(position.step, len(batches)):
             batch = self.batches.batch(
-                batches[step], self.generator, self.binarizer, self.group.shard
+                batches[step], self.streams.generator, self.streams.binarizer, self.group.shard
             )
             loss, counted = self.finiteness.step(self.step_loss, self.optimizer, batch, epoch, step)
             if counted is not None:
@@ -765,8 +491,10 @@ def train(
     run_dir: str | Path | None = None,
     progress: bool = True,
     resume: bool = False,
+    callbacks: Sequence[Callback] = (),
 ) -> Run:
-    """Train the VAE that ``config`` describes and write its run folder (see ``pyro_vae.run``).
+    """Train the VAE that ``config`` describes and write its run folder
+    (``pyro_vae.run_folder``).
 
     ``run_dir=None`` writes to ``runs/<dataset>-<timestamp>``. With ``resume=True`` the run in
     ``run_dir`` continues from its checkpoint (``config`` may be None, or change only the
@@ -775,22 +503,30 @@ def train(
     (``--max-restarts``) continues the run it began in ``run_dir``. Returns the trained
     :class:`Run` (the last parameters; with early stopping, best.pt holds the best).
     Subnormal floats are flushed to zero meanwhile (:func:`pyro_vae.run.flushed_denormals`).
+    ``callbacks`` (``pyro_vae.callbacks.Callback``) hear of the run's moments on rank 0, after
+    its own metrics file and TensorBoard log.
     """
     with flushed_denormals():
-        return _train(config, run_dir, progress, resume)
+        return _train(config, run_dir, progress, resume, callbacks)
 
 
-def _train(config: TrainConfig | None, run_dir, progress: bool, resume: bool) -> Run:
-    if not resume and run_dir is not None and is_restart() and holds_run(Path(run_dir)):
+def _train(
+    config: TrainConfig | None,
+    run_dir,
+    progress: bool,
+    resume: bool,
+    callbacks: Sequence[Callback],
+) -> Run:
+    if not resume and run_dir is not None and is_restart() and RunFolder(run_dir).holds_run():
         resume = True
     state = None
     if resume:
         if run_dir is None:
             raise UserInputError("resume needs the run folder to continue")
         run_dir = Path(run_dir)
-        config, state = resume_state(run_dir, config)
+        config, state = RunFolder(run_dir).resume_state(config)
     elif config is None:
         raise UserInputError("train needs a TrainConfig (or resume=True and a run folder)")
     with process_group(resolve_device(config.device)) as group:
         trainer = Trainer.prepare(config, run_dir, group, state, resume)
-        return trainer.fit(progress)
+        return trainer.fit(progress, callbacks)

@@ -38,7 +38,7 @@ def step_timer(run_dir: Path, steps: int):
     run = load_run(run_dir, device="cpu", checkpoint="last")
     model, guide, data, config = run.model.train(), run.guide.train(), run.data, run.config
     named = list(nn.ModuleDict({"model": model, "guide": guide}).named_parameters())
-    source = training_batches(config, data)
+    source = training_batches(config, data, model, guide)
     generator = torch.Generator().manual_seed(0)
     order = torch.randperm(source.size, generator=generator).split(config.batch_size)
     batches = [source.batch(i, generator, generator, lambda t: t) for i in order[:steps]]

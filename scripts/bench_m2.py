@@ -91,7 +91,8 @@ def main() -> None:
     print_header(device)
 
     data = load_data("mnist", "dynamic", device, args.data_dir, download=False)
-    source = training_batches(TrainConfig(**CONFIG), data)
+    config = TrainConfig(**CONFIG)
+    source = training_batches(config, data, *build_vae(config, data.image_shape))
     generator = torch.Generator(device=device).manual_seed(0)
     order = torch.randperm(source.size, generator=generator, device=device).split(100)
     batches = [source.batch(i, generator, generator, lambda t: t) for i in order[: args.steps]]

@@ -5,15 +5,13 @@ softplus, batch 256, Adam(lr=1e-3), Trace_ELBO, dynamically binarized MNIST. Eac
 its own freshly initialized copy of the same network (and its own Pyro param store), and
 the loops take turns epoch by epoch so that machine drift hits them alike.
 
-    pyro-vae          pyro_vae.svi.svi_epoch with the loss and optimizer ``pyro-vae train``
-                      uses: Pyro's JIT-traced Trace_ELBO (pyro_vae.compiled), one fused
-                      Adam, data resident on the device, the per-step check for a
-                      non-finite loss or gradient
+    pyro-vae          ``Trainer.run_epoch``, the loop ``pyro-vae train`` runs, with the loss
+                      and optimizer it builds: Pyro's JIT-traced Trace_ELBO
+                      (pyro_vae.compiled), one fused Adam, data resident on the device, the
+                      per-step check for a non-finite loss or gradient (on a GPU deferred:
+                      the fused optimizer skips a bad update on the device)
     pyro-vae-eager    the same with Pyro's eager Trace_ELBO module (--compile eager)
     pyro-vae-bf16     pyro-vae with --precision bf16 (not run unless named in --loops)
-    pyro-vae-unchecked  pyro-vae without the finiteness check, to show what it costs (on a
-                      GPU the check waits for nothing: the fused optimizer skips a bad
-                      update on the device, the flags are read at the epoch's end)
     hand-written      the same estimator written by hand in PyTorch (reparameterized z,
                       log p(x|z) + log p(z) - log q(z|x)), same data path, same fused Adam
     hand-written-foreach  the same with torch's foreach Adam, the loop of earlier tables
@@ -27,23 +25,29 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import itertools
 import math
 import statistics
+import tempfile
+import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import pyro
 import pyro.optim
 import torch
 from bench_common import DEFAULT_DATA_DIR, print_header
 from torch.nn import functional as F
+from tqdm.auto import tqdm
 
-from pyro_vae.compiled import training_loss
 from pyro_vae.config import TrainConfig
 from pyro_vae.data import ImageData, load_data
-from pyro_vae.registry import build_vae, make_elbo
+from pyro_vae.distributed import SINGLE
+from pyro_vae.registry import build_vae
 from pyro_vae.run import resolve_device
-from pyro_vae.svi import adam, svi_epoch
+from pyro_vae.svi import adam
+from pyro_vae.trainer import Position, Trainer
 
 BATCH = 256
 # Pyro's example: 784-400-50, softplus, batch 256, Adam(lr=1e-3), Trace_ELBO.
@@ -105,25 +109,26 @@ def with_own_param_store(epoch: Epoch) -> Epoch:
     return run
 
 
-def pyro_vae_loop(
-    bench: Bench, compile_mode: str = "jit", precision: str = "fp32", check_finite: bool = True
-) -> Epoch:
-    """``pyro_vae.svi.svi_epoch`` with the loss and the optimizer ``pyro-vae train`` builds."""
+def pyro_vae_loop(bench: Bench, compile_mode: str = "jit", precision: str = "fp32") -> Epoch:
+    """One epoch of ``Trainer.run_epoch``, the loop ``pyro-vae train`` runs, around the loss
+    and the optimizer it builds (its run folder a temporary one: no checkpoint is due)."""
     pyro.get_param_store().clear()
-    config = dataclasses.replace(CONFIG, compile=compile_mode, precision=precision)
+    config = dataclasses.replace(
+        CONFIG, compile=compile_mode, precision=precision, device=bench.device.type
+    )
     model, guide = bench.network(config)
-    named = list(torch.nn.ModuleDict({"model": model, "guide": guide}).named_parameters())
-    x = bench.data.train_batch(
-        torch.arange(BATCH, device=bench.device), torch.Generator(device=bench.device)
-    )
-    loss_fn, mode = training_loss(make_elbo(config), model, guide, x, named, compile_mode)
-    assert mode == compile_mode, f"the {compile_mode} path fell back to {mode}"
-    optimizer = adam([p for _, p in named], config.lr)
-    return with_own_param_store(
-        lambda: svi_epoch(
-            loss_fn, optimizer, bench.data, bench.generator, BATCH, None, check_finite
-        )
-    )
+    folder = tempfile.mkdtemp(prefix="bench-svi-")
+    trainer = Trainer.assemble(config, Path(folder) / "run", SINGLE, bench.data, model, guide)
+    assert trainer.compile_mode == compile_mode, f"the {compile_mode} path fell back"
+    epochs = itertools.count(1)
+
+    def epoch():
+        with tqdm(disable=True) as bar, pyro.validation_enabled(False):
+            train_elbo, _ = trainer.run_epoch(next(epochs), bar, threading.Event())
+        trainer.position = Position(epochs_done=trainer.position.epochs_done + 1)
+        return -train_elbo * bench.n_train  # the summed loss, as the other loops give it
+
+    return with_own_param_store(epoch)
 
 
 def handwritten_loss(model, guide, x: torch.Tensor) -> torch.Tensor:
@@ -185,7 +190,6 @@ LOOP_MAKERS: dict[str, Callable[[Bench], Epoch]] = {
     "pyro-vae": pyro_vae_loop,
     "pyro-vae-eager": lambda bench: pyro_vae_loop(bench, "eager"),
     "pyro-vae-bf16": lambda bench: pyro_vae_loop(bench, precision="bf16"),
-    "pyro-vae-unchecked": lambda bench: pyro_vae_loop(bench, check_finite=False),
     "hand-written": handwritten_loop,
     "hand-written-foreach": lambda bench: handwritten_loop(bench, fused=False),
     "pyro-svi": svi_loop,

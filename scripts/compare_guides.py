@@ -22,7 +22,7 @@ import torch
 from bench_common import DEFAULT_DATA_DIR
 
 from pyro_vae import REGISTRY, TrainConfig, log_likelihood, train
-from pyro_vae.trainer import holds_run
+from pyro_vae.run_folder import RunFolder
 
 COLUMNS = (
     "| guide | test ELBO | log p̂(x), K={k} | gap | share k̂ > 0.7 | mean ESS | s/epoch |\n"
@@ -68,7 +68,7 @@ def main() -> None:
         )
         run_dir = Path(args.runs_dir) / name
         # A run stopped before its first checkpoint has its config.json: it starts afresh.
-        resume = holds_run(run_dir)
+        resume = RunFolder(run_dir).holds_run()
         run = train(config, run_dir=run_dir, progress=False, resume=resume)
         device = run.data.device
         seconds = statistics.mean(row["seconds"] for row in run.history[1:])

@@ -56,6 +56,7 @@ from experiment_runs import (  # noqa: E402
 
 from pyro_vae.compare import paired_difference  # noqa: E402
 from pyro_vae.run import read_config, read_history  # noqa: E402
+from pyro_vae.run_folder import EVALUATION_NAME, PER_IMAGE_NAME  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -205,7 +206,7 @@ ROWS = {
 # Running one row: train until done or out of minutes, then evaluate what it holds
 
 RECORD_NAME = "reproduce.json"  # what this script measured, beside pyro-vae's own files
-EVALUATION_FILES = ("evaluation.json", "evaluation_per_datapoint.csv", RECORD_NAME)
+EVALUATION_FILES = (EVALUATION_NAME, PER_IMAGE_NAME, RECORD_NAME)
 
 
 def read_record(folder: Path) -> dict | None:
@@ -251,7 +252,7 @@ def run_row(row: Row, args: argparse.Namespace, children: Children) -> str:
     code = children.run([*command, "--quiet"], log, None, args.threads)
     if code != 0:
         return f"row {row.key}: evaluation failed (exit {code}); see {log}"
-    evaluation = json.loads((run_dir / "evaluation.json").read_text())
+    evaluation = json.loads((run_dir / EVALUATION_NAME).read_text())
     (run_dir / RECORD_NAME).write_text(json.dumps({
         **wanted, "evaluation_seconds": time.perf_counter() - started,
         "parameters_from": _parameters_line(log), "evaluation": evaluation, **environment(),

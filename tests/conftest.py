@@ -53,6 +53,26 @@ def latent_sites(trace) -> list[str]:
     ]
 
 
+def one_weight_and_its_draw(model, guide, x, sites: tuple[str, ...], seed: int = 3):
+    """log w of one importance sample per image of ``x``, and the values of ``sites`` it was
+    computed at (drawn again from the guide under the same seed), having checked that the
+    model replays them."""
+    import torch
+    from pyro import poutine
+
+    from pyro_vae.importance import log_importance_weights
+
+    pyro.set_rng_seed(seed)
+    log_w = log_importance_weights(model, guide, x, 1)[0]
+    pyro.set_rng_seed(seed)
+    with torch.no_grad(), pyro.plate("particles", 1, dim=-2):
+        q = poutine.trace(guide).get_trace(x)
+        p = poutine.trace(poutine.replay(model, trace=q)).get_trace(x)
+    values = tuple(q.nodes[site]["value"][0] for site in sites)
+    assert all(torch.equal(p.nodes[s]["value"][0], v) for s, v in zip(sites, values))
+    return log_w.detach(), values
+
+
 @pytest.fixture(autouse=True)
 def _fresh_pyro_state():
     pyro.clear_param_store()

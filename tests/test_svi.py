@@ -269,24 +269,3 @@ def test_a_deferred_check_skips_then_stops_with_the_last_good_checkpoint(tmp_pat
             train(small_config(lr=1e30, skip_nonfinite=2), run_dir=tmp_path / "r", progress=False)
     reloaded = load_run(tmp_path / "r")
     assert all(torch.isfinite(p).all() for p in reloaded.model.parameters())
-
-
-@pytest.mark.filterwarnings("ignore:Encountered NaN")
-def test_svi_epoch_defers_its_check_the_same_way(monkeypatch):
-    import pyro
-
-    from pyro_vae.data import load_data
-    from pyro_vae.registry import build_vae, make_elbo
-    from pyro_vae.svi import adam, svi_epoch
-
-    defer_on_the_cpu(monkeypatch)
-    config = small_config()
-    data = load_data("digits", "dynamic")
-    model, guide = build_vae(config, data.image_shape)
-    loss_fn = make_elbo(config)(model, guide)
-    generator = torch.Generator().manual_seed(0)
-    total = svi_epoch(loss_fn, adam(list(loss_fn.parameters()), 1e-3), data, generator, 64)
-    assert torch.isfinite(total)
-    with pyro.validation_enabled(False):  # as in train(): NaN codes reach the loss
-        with pytest.raises(NonFiniteLossError, match=r"non-finite loss or gradient at step \d+"):
-            svi_epoch(loss_fn, adam(list(loss_fn.parameters()), 1e30), data, generator, 64)

@@ -43,7 +43,7 @@ def test_a_run_logs_its_metrics_images_and_config(tmp_path):
 def test_no_tensorboard_writes_none(tmp_path, monkeypatch):
     train(small_config(epochs=1, tensorboard=False), tmp_path / "off", progress=False)
     assert not (tmp_path / "off" / "tensorboard").exists()
-    monkeypatch.setattr("pyro_vae.trainer.tensorboard_available", lambda: False)
+    monkeypatch.setattr("pyro_vae.callbacks.tensorboard_available", lambda: False)
     train(small_config(epochs=1), tmp_path / "absent", progress=False)  # not installed: quiet
     assert not (tmp_path / "absent" / "tensorboard").exists()
 

@@ -1,0 +1,290 @@
+"""A run folder: the one place that knows its files' names and layouts.
+
+    RUN_DIR/config.json                   the TrainConfig, as plain JSON
+    RUN_DIR/checkpoint.pt                 the last checkpoint (:meth:`RunFolder.write_checkpoint`)
+    RUN_DIR/best.pt                       with --early-stopping: the best validation ELBO's
+                                          parameters (:meth:`RunFolder.write_best`)
+    RUN_DIR/metrics.jsonl                 one JSON row per epoch: train/valid/test ELBO, seconds
+    RUN_DIR/labelled.json                 m2: which training images kept their label
+    RUN_DIR/evaluation.json               ``pyro-vae evaluate``'s summary
+    RUN_DIR/evaluation_per_datapoint.csv  its per-image estimates
+    RUN_DIR/khat.png                      their PSIS k̂
+    RUN_DIR/samples.png, reconstructions.png, curves.png, viz/, report.html: images
+
+Everything else asks a :class:`RunFolder` (anchor: pythae's ``save`` and
+``AutoModel.load_from_folder``): creating, refusing or reusing a folder, what a checkpoint
+holds (written here, read here), what a resumed run may change, and where an evaluation goes.
+
+A checkpoint (``pyro_vae.checkpoint``: atomic, loaded with ``weights_only=True``) holds
+``config``, ``epoch``, ``history``, ``model`` and ``guide`` (state dicts); the last one also
+``position`` (``pyro_vae.trainer.Position``), ``optimizer``, the random streams (``rng``,
+``world_size``, under torchrun ``rank_streams``) and, with a learning-rate schedule,
+``scheduler``.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+
+from pyro_vae.checkpoint import (
+    CHECKPOINT_NAME,
+    load_checkpoint,
+    save_checkpoint,
+    write_text_atomically,
+)
+from pyro_vae.config import RESUMABLE_CHANGES, TrainConfig, differing_fields
+from pyro_vae.errors import UserInputError
+
+CONFIG_NAME = "config.json"
+BEST_NAME = "best.pt"
+METRICS_NAME = "metrics.jsonl"
+LABELLED_NAME = "labelled.json"
+EVALUATION_NAME = "evaluation.json"
+PER_IMAGE_NAME = "evaluation_per_datapoint.csv"
+KHAT_NAME = "khat.png"
+CHECKPOINTS = ("best", "last")  # which parameters load_run takes
+
+
+@dataclass(frozen=True)
+class RunFolder:
+    """The folder of one run, at ``path``."""
+
+    path: Path
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "path", Path(self.path))
+
+    @classmethod
+    def default_for(cls, config: TrainConfig) -> RunFolder:
+        """``runs/<dataset>-<timestamp>``: where a run goes when no folder is named."""
+        return cls(Path("runs") / f"{config.dataset}-{datetime.now():%Y%m%d-%H%M%S}")
+
+    # -- the files ---------------------------------------------------------------------------
+
+    @property
+    def config_file(self) -> Path:
+        return self.path / CONFIG_NAME
+
+    @property
+    def checkpoint_file(self) -> Path:
+        return self.path / CHECKPOINT_NAME
+
+    @property
+    def best_file(self) -> Path:
+        return self.path / BEST_NAME
+
+    @property
+    def metrics_file(self) -> Path:
+        return self.path / METRICS_NAME
+
+    @property
+    def labelled_file(self) -> Path:
+        return self.path / LABELLED_NAME
+
+    @property
+    def evaluation_file(self) -> Path:
+        return self.path / EVALUATION_NAME
+
+    @property
+    def per_image_file(self) -> Path:
+        return self.path / PER_IMAGE_NAME
+
+    @property
+    def khat_file(self) -> Path:
+        return self.path / KHAT_NAME
+
+    # -- creating, refusing, reusing ---------------------------------------------------------
+
+    def holds_run(self) -> bool:
+        return self.checkpoint_file.exists() or self.config_file.exists()
+
+    def refuse_existing(self) -> None:
+        if self.holds_run():
+            raise UserInputError(
+                f"{self.path} already holds a run; choose another --out, or continue it with "
+                "--resume"
+            )
+
+    def create(self) -> RunFolder:
+        """Create the folder; refuse one that cannot be written."""
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            probe = self.path / ".write-test"
+            probe.write_text("")
+            probe.unlink()
+        except OSError as error:
+            raise UserInputError(
+                f"cannot write to run folder {self.path} ({error.strerror})"
+            ) from None
+        return self
+
+    # -- config and metrics ------------------------------------------------------------------
+
+    def read_config(self) -> TrainConfig:
+        path = self.config_file
+        if not path.is_file():
+            raise UserInputError(
+                f"{self.path} is not a run folder (no {CONFIG_NAME}); train one first"
+            )
+        try:
+            values = json.loads(path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            raise UserInputError(f"{path} is not valid JSON ({error})") from None
+        if not isinstance(values, dict):
+            raise UserInputError(f"{path} does not hold a JSON object")
+        return TrainConfig.from_dict(values)
+
+    def read_existing_config(self) -> TrainConfig:
+        """The config of a folder that must exist (read_config, once it is known to)."""
+        if not self.path.is_dir():
+            raise UserInputError(f"run folder {self.path} does not exist")
+        return self.read_config()
+
+    def write_config(self, config: TrainConfig) -> None:
+        write_text_atomically(self.config_file, json.dumps(config.to_dict(), indent=2) + "\n")
+
+    def read_history(self) -> list[dict]:
+        if not self.metrics_file.is_file():
+            return []
+        lines = self.metrics_file.read_text().splitlines()
+        return [json.loads(line) for line in lines if line.strip()]
+
+    def write_history(self, history: list[dict]) -> None:
+        # Rewritten whole from the history, so a resumed run's file matches its checkpoint.
+        write_text_atomically(self.metrics_file, "".join(json.dumps(row) + "\n" for row in history))
+
+    # -- checkpoints -------------------------------------------------------------------------
+
+    def write_checkpoint(self, config: TrainConfig, history: list[dict], pair, **training) -> None:
+        """checkpoint.pt: the pair's parameters after ``history[-1]``'s epoch (and
+        ``training["position"]`` inside the next), with what training continues from:
+        ``position``, ``optimizer``, the random streams and, if any, ``scheduler``."""
+        state = self._parameters(config, training["position"]["epochs_done"], history, pair)
+        save_checkpoint(self.checkpoint_file, {**state, **training})
+
+    def write_best(self, config: TrainConfig, history: list[dict], pair) -> None:
+        """best.pt: the parameters of the best validation ELBO so far (early stopping)."""
+        state = self._parameters(config, history[-1]["epoch"], history, pair)
+        save_checkpoint(self.best_file, state)
+
+    @staticmethod
+    def _parameters(config: TrainConfig, epoch: int, history: list[dict], pair) -> dict:
+        model, guide = pair
+        return {
+            "config": config.to_dict(),
+            "epoch": epoch,
+            "history": history,
+            "model": model.state_dict(),
+            "guide": guide.state_dict(),
+        }
+
+    def read_parameters(self, checkpoint: str = "best") -> tuple[dict, str]:
+        """A checkpoint's state and the line saying whose parameters it holds ("epoch 55,
+        best validation ELBO (best.pt)"): best.pt for ``"best"`` where early stopping wrote
+        one, else the last checkpoint."""
+        if checkpoint not in CHECKPOINTS:
+            raise UserInputError(
+                f"unknown checkpoint {checkpoint!r}; valid values: {', '.join(CHECKPOINTS)}"
+            )
+        best = checkpoint == "best" and self.best_file.is_file()
+        path = self.best_file if best else self.checkpoint_file
+        state = load_checkpoint(path)
+        batch_size = TrainConfig.from_dict(state["config"]).batch_size
+        which = "best validation ELBO" if best else "last"
+        return state, f"{trained_for(state, batch_size)}, {which} ({path.name})"
+
+    def resume_state(self, asked: TrainConfig | None) -> tuple[TrainConfig, dict | None]:
+        """The config a resumed run continues with and its checkpoint (None when the run
+        stopped before its first checkpoint: it then starts afresh from its config.json).
+        ``asked`` may change only the fields of ``RESUMABLE_CHANGES``."""
+        config = self.resume_config(asked)
+        state = load_checkpoint(self.checkpoint_file) if self.checkpoint_file.exists() else None
+        stored = TrainConfig.from_dict(state["config"]) if state else config
+        differ = differing_fields(stored, self.read_config(), ignore=RESUMABLE_CHANGES)
+        if differ:
+            raise UserInputError(
+                f"the checkpoint and config.json in {self.path} disagree ({'; '.join(differ)})"
+            )
+        return config, state
+
+    # -- evaluations -------------------------------------------------------------------------
+
+    def write_evaluation(self, estimate, extra: dict | None = None) -> list[Path]:
+        """``evaluation.json`` (the summary of ``estimate``, a ``LogLikelihoodEstimate``,
+        with ``extra``), ``evaluation_per_datapoint.csv`` and ``khat.png``."""
+        from pyro_vae.importance import KHAT_THRESHOLD
+        from pyro_vae.plots import save_khat_plot
+
+        summary = {**(extra or {}), **estimate.summary, "warning": estimate.warning}
+        self.write_evaluation_summary(summary)
+        count = len(estimate.khat)
+        labels = estimate.labels if estimate.labels is not None else np.full(count, -1)
+        bound_names = [f"L_{k}" for k in estimate.bounds]
+        with self.per_image_file.open("w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(
+                ["index", "label", "log_likelihood", "elbo", *bound_names, "khat", "ess"]
+            )
+            for i in range(count):
+                bounds = [f"{estimate.bounds[k][i]:.6f}" for k in estimate.bounds]
+                writer.writerow(
+                    [
+                        i,
+                        int(labels[i]),
+                        f"{estimate.log_likelihood[i]:.6f}",
+                        f"{estimate.elbo[i]:.6f}",
+                        *bounds,
+                        f"{estimate.khat[i]:.4f}",
+                        f"{estimate.ess[i]:.2f}",
+                    ]
+                )
+        save_khat_plot(estimate.khat, KHAT_THRESHOLD, self.khat_file)
+        return [self.evaluation_file, self.per_image_file, self.khat_file]
+
+    def write_evaluation_summary(self, summary: dict) -> None:
+        """``evaluation.json`` alone (``pyro-vae evaluate --elbo-only``); JSON has no inf or
+        NaN, so such values are written as null."""
+        text = json.dumps(_finite_or_none(summary), indent=2, allow_nan=False) + "\n"
+        self.evaluation_file.write_text(text)
+
+    def resume_config(self, asked: TrainConfig | None) -> TrainConfig:
+        """The stored config, with the changes ``asked`` may make on resume."""
+        if not self.path.is_dir():
+            raise UserInputError(f"cannot resume: run folder {self.path} does not exist")
+        stored = self.read_config()
+        if asked is None:
+            return stored
+        fixed = differing_fields(stored, asked, ignore=RESUMABLE_CHANGES)
+        if fixed:
+            raise UserInputError(
+                f"cannot resume {self.path} with a different model or training config "
+                f"({'; '.join(fixed)}); only {', '.join(RESUMABLE_CHANGES)} may change"
+            )
+        return asked
+
+
+def _finite_or_none(value):
+    if isinstance(value, dict):
+        return {k: _finite_or_none(v) for k, v in value.items()}
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def trained_for(state: dict, batch_size: int) -> str:
+    """How far a checkpoint's parameters trained: "epoch 55", or, for one written inside an
+    epoch (a stop request, a timed checkpoint), "epoch 55 and 1498 of 3000 steps of epoch 56"
+    (its parameters are those after that step, not those that ended epoch 55)."""
+    epoch, position = state["epoch"], state.get("position") or {}
+    step, order = position.get("step", 0), position.get("order")
+    if not step:
+        return f"epoch {epoch}"
+    steps = f" of {math.ceil(order.numel() / batch_size)}" if order is not None else ""
+    return f"epoch {epoch} and {step}{steps} steps of epoch {epoch + 1}"
