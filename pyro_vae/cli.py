@@ -14,6 +14,8 @@ from collections.abc import Sequence
 from importlib.metadata import version
 from pathlib import Path
 
+from pyro_vae.ais import SCHEDULES as AIS_SCHEDULES
+from pyro_vae.ais import STARTS as AIS_STARTS
 from pyro_vae.config import (
     DEVICES,
     RESUMABLE_CHANGES,
@@ -218,6 +220,37 @@ def _add_evaluate_command(commands: argparse._SubParsersAction) -> None:
         help="memory budget of log p(x): values in the largest tensor of one chunk of images "
         f"and particles (default: {DEFAULT_MAX_ELEMENTS}, 128 MiB of fp32)",
     )
+    method = evaluate.add_argument_group(
+        "AIS and BDMC (pyro_vae.ais): a second estimator, and a check of the first"
+    )
+    method.add_argument(
+        "--method",
+        default="is",
+        choices=("is", "ais", "bdmc"),
+        help="is: importance sampling from the guide (K = --num-samples); ais: annealed "
+        "importance sampling with HMC; bdmc: on --bdmc-images images simulated from the "
+        "model, forward and reverse AIS bound each log p(x) from below and above, and the "
+        "IS estimate is placed between them (default: is)",
+    )
+    method.add_argument(
+        "--steps", type=int, nargs="+", default=[500], metavar="T",
+        help="annealing steps (bdmc: one run per value given; default: 500)",
+    )  # fmt: skip
+    method.add_argument("--chains", type=int, default=16, help="chains per image (default: 16)")
+    method.add_argument(
+        "--leapfrog-steps", type=int, default=10, help="leapfrog steps per HMC move (default: 10)"
+    )
+    method.add_argument(
+        "--schedule", default="sigmoid", choices=AIS_SCHEDULES,
+        help="β from 0 to 1: sigmoid (Grosse et al.) or linear (default: sigmoid)",
+    )  # fmt: skip
+    method.add_argument(
+        "--start", default="guide", choices=AIS_STARTS,
+        help="the annealing's start: the guide q(z|x) or the prior p(z) (default: guide)",
+    )  # fmt: skip
+    method.add_argument(
+        "--bdmc-images", type=int, default=100, help="simulated images of bdmc (default: 100)"
+    )
     evaluate.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_run_device(evaluate)
 
@@ -366,6 +399,11 @@ def _evaluate(args: argparse.Namespace) -> None:
             if group.is_main:
                 RunFolder(args.run_dir).write_evaluation_summary(result)
             return
+        if args.method != "is":
+            if group.is_parallel:
+                raise UserInputError(f"--method {args.method} runs in one process, not torchrun")
+            _evaluate_by_annealing(args, run, result)
+            return
         estimate = log_likelihood(
             run,
             args.split,
@@ -394,6 +432,51 @@ def _evaluate(args: argparse.Namespace) -> None:
     )
     if estimate.warning:
         print(f"warning: {estimate.warning}")
+    print("wrote " + ", ".join(str(path) for path in written))
+
+
+def _evaluate_by_annealing(args: argparse.Namespace, run, result: dict) -> None:
+    """``evaluate --method ais`` or ``--method bdmc``: files of their own, beside any IS
+    evaluation (never over it)."""
+    from tqdm.auto import tqdm
+
+    from pyro_vae.ais import AnnealingSettings, ais_log_likelihood, bdmc
+
+    settings = AnnealingSettings(
+        num_steps=args.steps[0], num_chains=args.chains, leapfrog_steps=args.leapfrog_steps,
+        schedule=args.schedule, start=args.start,
+    )  # fmt: skip
+    folder = RunFolder(args.run_dir)
+    if args.method == "bdmc":
+        outcome = bdmc(run.model, run.guide, args.bdmc_images, args.steps, settings,
+                       num_samples=args.num_samples)  # fmt: skip
+        written = folder.write_bdmc(outcome, result)
+        for row in outcome.summary["rows"]:
+            inside = ""
+            if "importance_minus_lower" in row:
+                inside = (f"; IS (K={args.num_samples}) {row['importance_minus_lower']:+.3f} "
+                          "from the lower")  # fmt: skip
+            print(f"{row['steps']} steps: lower {row['lower']:.3f}, upper {row['upper']:.3f}, "
+                  f"gap {row['gap']:.3f}{inside}")  # fmt: skip
+    else:
+        images, labels = run.data.split(args.split), run.data.split_labels(args.split)
+        if args.max_images is not None:
+            images, labels = images[: args.max_images], labels[: args.max_images]
+        with tqdm(total=images.shape[0], disable=args.quiet, unit="image") as bar:
+            estimate = ais_log_likelihood(
+                run.model, run.guide, images.float() / 255, settings,
+                max_elements=args.max_elements, labels=labels, progress=bar.update,
+                condition_on_labels=needs_labels(run.model),
+            )  # fmt: skip
+        written = folder.write_ais_evaluation(estimate, result)
+        summary = estimate.summary
+        print(
+            f"AIS log p(x) ≈ {summary['log_likelihood']:.3f} ± {summary['standard_error'] or 0:.3f}"
+            f" nats per image ({summary['num_images']} images, {settings.num_steps} steps × "
+            f"{settings.num_chains} chains); mean acceptance {summary['acceptance_mean']:.2f}, "
+            f"mean ESS {summary['ess_mean']:.1f} of {settings.num_chains}, "
+            f"{summary['seconds']:.0f} s"
+        )
     print("wrote " + ", ".join(str(path) for path in written))
 
 

@@ -9,6 +9,8 @@
     RUN_DIR/evaluation.json               ``pyro-vae evaluate``'s summary
     RUN_DIR/evaluation_per_datapoint.csv  its per-image estimates
     RUN_DIR/khat.png                      their PSIS k̂
+    RUN_DIR/evaluation-ais.json, evaluation-ais_per_datapoint.csv, evaluation-bdmc.json:
+                                          ``evaluate --method ais/bdmc`` (never over the IS files)
     RUN_DIR/samples.png, reconstructions.png, curves.png, viz/, report.html: images
 
 Everything else asks a :class:`RunFolder` (anchor: pythae's ``save`` and
@@ -48,6 +50,8 @@ METRICS_NAME = "metrics.jsonl"
 LABELLED_NAME = "labelled.json"
 EVALUATION_NAME = "evaluation.json"
 PER_IMAGE_NAME = "evaluation_per_datapoint.csv"
+AIS_NAME, AIS_PER_IMAGE_NAME = "evaluation-ais.json", "evaluation-ais_per_datapoint.csv"
+BDMC_NAME = "evaluation-bdmc.json"
 KHAT_NAME = "khat.png"
 CHECKPOINTS = ("best", "last")  # which parameters load_run takes
 
@@ -254,6 +258,28 @@ class RunFolder:
         text = json.dumps(_finite_or_none(summary), indent=2, allow_nan=False) + "\n"
         self.evaluation_file.write_text(text)
 
+    def write_ais_evaluation(self, estimate, extra: dict | None = None) -> list[Path]:
+        """``evaluation-ais.json`` (the summary of an ``AISEstimate``) and its per-image CSV:
+        log p̂(x), its standard error over the chains, the ESS and the acceptance."""
+        summary = self.path / AIS_NAME
+        write_text_atomically(summary, _json({**(extra or {}), **estimate.summary}))
+        count = len(estimate.log_likelihood)
+        labels = estimate.labels if estimate.labels is not None else np.full(count, -1)
+        rows = ["index,label,log_likelihood,chain_standard_error,ess,acceptance"]
+        rows += [
+            f"{i},{int(labels[i])},{estimate.log_likelihood[i]:.6f},"
+            f"{estimate.standard_error[i]:.6f},{estimate.ess[i]:.3f},{estimate.acceptance[i]:.4f}"
+            for i in range(count)
+        ]
+        write_text_atomically(self.path / AIS_PER_IMAGE_NAME, "\n".join(rows) + "\n")
+        return [summary, self.path / AIS_PER_IMAGE_NAME]
+
+    def write_bdmc(self, result, extra: dict | None = None) -> list[Path]:
+        """``evaluation-bdmc.json``: the sandwich at each number of steps."""
+        path = self.path / BDMC_NAME
+        write_text_atomically(path, _json({**(extra or {}), **result.summary}))
+        return [path]
+
     def resume_config(self, asked: TrainConfig | None) -> TrainConfig:
         """The stored config, with the changes ``asked`` may make on resume."""
         if not self.path.is_dir():
@@ -270,9 +296,15 @@ class RunFolder:
         return asked
 
 
+def _json(values: dict) -> str:
+    return json.dumps(_finite_or_none(values), indent=2, allow_nan=False) + "\n"
+
+
 def _finite_or_none(value):
     if isinstance(value, dict):
         return {k: _finite_or_none(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite_or_none(v) for v in value]
     if isinstance(value, float) and not math.isfinite(value):
         return None
     return value

@@ -329,3 +329,33 @@ def test_class_conditional_bad_input_is_one_line(tmp_path, capsys):
         assert code == 2, (flags, err)
         assert message in err and len(err.strip().splitlines()) == 1, (flags, err)
         assert not (tmp_path / "r").exists()
+
+
+def test_evaluate_by_ais_and_bdmc_writes_files_of_its_own(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    assert main(["train", "--epochs", "1", "--out", str(run_dir), "--quiet"]) == 0
+    assert main(["evaluate", str(run_dir), "--num-samples", "50", "--max-images", "8",
+                 "--quiet"]) == 0  # fmt: skip
+    importance = (run_dir / "evaluation.json").read_text()
+    common = ["--chains", "3", "--leapfrog-steps", "2", "--quiet"]
+    assert main(["evaluate", str(run_dir), "--method", "ais", "--steps", "5",
+                 "--max-images", "8", *common]) == 0  # fmt: skip
+    out = capsys.readouterr().out
+    assert "AIS log p(x) ≈" in out and "5 steps × 3 chains" in out
+    ais = json.loads((run_dir / "evaluation-ais.json").read_text())
+    assert (ais["method"], ais["num_steps"], ais["num_chains"], ais["num_images"]) == (
+        "ais",
+        5,
+        3,
+        8,
+    )
+    rows = (run_dir / "evaluation-ais_per_datapoint.csv").read_text().splitlines()
+    assert rows[0] == "index,label,log_likelihood,chain_standard_error,ess,acceptance"
+    assert len(rows) == 9
+    assert main(["evaluate", str(run_dir), "--method", "bdmc", "--steps", "2", "4",
+                 "--bdmc-images", "4", "--num-samples", "20", *common]) == 0  # fmt: skip
+    bdmc = json.loads((run_dir / "evaluation-bdmc.json").read_text())
+    assert [row["steps"] for row in bdmc["rows"]] == [2, 4]
+    assert (run_dir / "evaluation.json").read_text() == importance  # the IS files stay
+    assert main(["evaluate", str(run_dir), "--method", "ais", "--chains", "0", "--quiet"]) == 2
+    assert "num_chains must be an integer >= 1, got 0" in capsys.readouterr().err
