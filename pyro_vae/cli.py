@@ -28,6 +28,7 @@ from pyro_vae.distributed import is_main_process, speaks_for_machine
 from pyro_vae.errors import UserInputError
 from pyro_vae.importance import DEFAULT_MAX_ELEMENTS
 from pyro_vae.labels import classifies, needs_labels
+from pyro_vae.policies import run_failure
 from pyro_vae.registry import check_names, names
 from pyro_vae.run import flushed_denormals
 from pyro_vae.run_folder import CHECKPOINTS, RunFolder
@@ -365,6 +366,32 @@ def _train(args: argparse.Namespace) -> None:
         f"({run.data.test.shape[0]} test images of {run.config.dataset}, "
         f"{run.data.binarize} binarization, epoch {final['epoch']})"
     )
+    failure = run_failure(run.history)
+    if failure is not None:
+        raise UserInputError(f"{failure} (run folder {run.run_dir}, kept)")
+
+
+def images_digest(images) -> str:
+    """The SHA-256 of the images an evaluation scores (their bytes, in order): two
+    evaluations are paired image by image only where theirs agree."""
+    import hashlib
+
+    return hashlib.sha256(images.contiguous().cpu().numpy().tobytes()).hexdigest()
+
+
+def _locked(command: str, handler):
+    """``handler(args)`` holding the run folder's lock on the main process (it writes
+    there): a training run or another evaluation of the same folder is refused meanwhile."""
+
+    def run(args: argparse.Namespace) -> None:
+        if not is_main_process():
+            return handler(args)
+        if not args.run_dir.is_dir():
+            raise UserInputError(f"run folder {args.run_dir} does not exist")
+        with RunFolder(args.run_dir).lock(f"pyro-vae {command}"):
+            return handler(args)
+
+    return run
 
 
 def _evaluate(args: argparse.Namespace) -> None:
@@ -381,7 +408,10 @@ def _evaluate(args: argparse.Namespace) -> None:
     # Under torchrun the ranks share the images out; rank 0 reports and writes.
     with process_group(device) as group:
         run = _load_run(args)
-        result = {"split": args.split, "dataset": run.config.dataset}
+        result = {"split": args.split, "dataset": run.config.dataset, "method": args.method}
+        result["images_sha256"] = images_digest(run.data.split(args.split)[: args.max_images])
+        if args.method == "is":
+            result["num_samples"] = args.num_samples
         if group.is_main:
             elbo = evaluate(run, args.split)
             n = run.data.split(args.split).shape[0]
@@ -546,9 +576,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     handlers = {
         "train": _train,
-        "evaluate": _evaluate,
+        "evaluate": _locked("evaluate", _evaluate),
         "sample": _sample,
-        "viz": _viz,
+        "viz": _locked("viz", _viz),
         "compare": _compare,
     }
     shown = warnings.showwarning
@@ -565,6 +595,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         _report("interrupted")
         return EXIT_INTERRUPTED
+    except OSError as error:  # a full disk, a folder that went away
+        where = f" ({error.filename})" if error.filename else ""
+        _report(
+            f"error: could not read or write a file{where}: {error.strerror or error}; files "
+            "written before (the last good checkpoint) are kept"
+        )
+        return EXIT_USAGE
     finally:
         warnings.showwarning = shown
     return 0

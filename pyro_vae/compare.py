@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,9 +49,8 @@ def run_row(run_dir: Path, config: TrainConfig, differing: list[str]) -> dict[st
     row["best_valid_elbo"] = _shown(max(valid) if valid else None)
     row["test_elbo"] = _shown(tested[-1] if tested else None)
     row["log_likelihood"] = row["khat_above_0.7"] = ""
-    evaluation = RunFolder(run_dir).evaluation_file
-    if evaluation.is_file():
-        summary = json.loads(evaluation.read_text())
+    summary = RunFolder(run_dir).read_evaluation()
+    if summary is not None and "log_likelihood" in summary:  # not an --elbo-only one
         error = summary.get("standard_error")
         row["log_likelihood"] = f"{summary['log_likelihood']:.3f}" + (
             f" ± {error:.3f}" if error is not None else ""
@@ -94,6 +92,26 @@ def paired_difference(run_a: Path, run_b: Path) -> PairedDifference | None:
     return PairedDifference(mean, math.sqrt(variance / len(shared)), len(shared), better)
 
 
+def pairing_refusal(run_a: Path, run_b: Path) -> str | None:
+    """Why two runs' evaluations cannot be paired image by image, or None: another split,
+    other images (their digests differ), or a per-image file cut short."""
+    a, b = RunFolder(run_a).read_evaluation(), RunFolder(run_b).read_evaluation()
+    if a is None or b is None:
+        return None
+    if a.get("split") != b.get("split"):
+        return f"not paired: {a.get('split')} split against {b.get('split')}"
+    if a.get("images_sha256") != b.get("images_sha256"):
+        return "not paired: other images (their digests differ)"
+    for run, summary in ((run_a, a), (run_b, b)):
+        rows = len(per_image_log_likelihood(run))
+        if rows and summary.get("num_images") not in (None, rows):
+            return (
+                f"not paired: {run}'s per-image file holds {rows} of {summary['num_images']} "
+                "images (a write cut off?); evaluate it again"
+            )
+    return None
+
+
 def compare_runs(run_dirs: list[Path]) -> list[dict[str, str]]:
     """One row per run folder; the columns are the differing fields, then the measures, and
     (where some run after the first was evaluated on the first run's images) each run's
@@ -104,13 +122,27 @@ def compare_runs(run_dirs: list[Path]) -> list[dict[str, str]]:
     values = [config.to_dict() for config in configs]
     differing = [name for name in values[0] if any(v[name] != values[0][name] for v in values)]
     rows = [run_row(Path(d), c, differing) for d, c in zip(run_dirs, configs)]
-    paired = [paired_difference(Path(d), Path(run_dirs[0])) for d in run_dirs[1:]]
-    if any(p is not None for p in paired):
+    first = Path(run_dirs[0])
+    refusals = [pairing_refusal(Path(d), first) for d in run_dirs[1:]]
+    paired = [
+        None if refusal else paired_difference(Path(d), first)
+        for d, refusal in zip(run_dirs[1:], refusals)
+    ]
+    if any(p is not None for p in paired) or any(refusals):
         rows[0]["vs_first_paired"] = ""
-        for row, p in zip(rows[1:], paired):
-            row["vs_first_paired"] = (
+        for row, p, refusal in zip(rows[1:], paired, refusals):
+            shown = (
                 "" if p is None else f"{p.mean:+.3f} ± {p.standard_error:.3f} ({p.images} images)"
             )
+            row["vs_first_paired"] = refusal or shown
+    for row, run_dir in zip(rows, run_dirs):  # which estimate each log p̂(x) is
+        summary = RunFolder(Path(run_dir)).read_evaluation() or {}
+        if "log_likelihood" in summary:
+            k = summary.get("num_samples")
+            row["estimate"] = f"IS K={k}" if k else "IS"
+            row["images"] = str(summary.get("num_images", ""))
+        else:
+            row["estimate"] = row["images"] = ""
     return rows
 
 

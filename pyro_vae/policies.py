@@ -4,6 +4,7 @@ how a stop request (SIGINT, SIGTERM) reaches the loop."""
 from __future__ import annotations
 
 import contextlib
+import math
 import signal
 import threading
 import time
@@ -124,3 +125,34 @@ def stop_requests() -> Iterator[threading.Event]:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+WHICH = {"valid": "validation", "test": "test"}
+
+
+def run_failure(history: list[dict]) -> str | None:
+    """Why a finished run failed, or None: its last validation or test ELBO is not finite,
+    every step of its last epoch was skipped as non-finite, or it diverged (its last test
+    ELBO is below the untrained model's, epoch 0). The CLI ends such a run with exit 2."""
+    if len(history) < 2:
+        return None
+    first, last = history[0], history[-1]
+    cause = (
+        "; a learning rate too high is the usual cause: lower --lr, or bound the steps "
+        "with --clip-norm"
+    )
+    for split in ("valid", "test"):
+        value = last.get(f"{split}_elbo")
+        if split == "valid" and value is None and first.get("valid_elbo") is None:
+            continue  # no validation split
+        if value is None or not math.isfinite(value):
+            return f"the {WHICH[split]} ELBO of epoch {last['epoch']} is not finite{cause}"
+    if last.get("train_elbo") is None:
+        return f"every step of epoch {last['epoch']} was skipped as non-finite{cause}"
+    untrained = first.get("test_elbo")
+    if untrained is not None and math.isfinite(untrained) and last["test_elbo"] < untrained:
+        return (
+            f"training diverged: the test ELBO of epoch {last['epoch']}, {last['test_elbo']:.4g}, "
+            f"is below the untrained model's, {untrained:.4g}{cause}"
+        )
+    return None

@@ -26,9 +26,14 @@ A checkpoint (``pyro_vae.checkpoint``: atomic, loaded with ``weights_only=True``
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import fcntl
+import io
 import json
 import math
+import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -54,6 +59,9 @@ AIS_NAME, AIS_PER_IMAGE_NAME = "evaluation-ais.json", "evaluation-ais_per_datapo
 BDMC_NAME = "evaluation-bdmc.json"
 KHAT_NAME = "khat.png"
 CHECKPOINTS = ("best", "last")  # which parameters load_run takes
+LOCK_NAME = ".lock"
+# What else may already be in a folder a new run is created in: nothing a user wrote
+CREATABLE_CONTENTS = {LOCK_NAME}
 
 
 @dataclass(frozen=True)
@@ -110,11 +118,66 @@ class RunFolder:
         return self.checkpoint_file.exists() or self.config_file.exists()
 
     def refuse_existing(self) -> None:
+        """Refuse a folder a new run must not be written into: one that holds a run, one
+        that holds anything else (a user's files would be overwritten), the root or the
+        home folder."""
         if self.holds_run():
             raise UserInputError(
                 f"{self.path} already holds a run; choose another --out, or continue it with "
                 "--resume"
             )
+        resolved = self.path.expanduser().resolve()
+        for special, what in ((Path(resolved.anchor), "root"), (Path.home().resolve(), "home")):
+            if resolved == special:
+                raise UserInputError(
+                    f"--out {self.path} is the {what} folder; give a folder of the run's own, "
+                    "such as runs/NAME"
+                )
+        if self.path.is_dir():
+            others = sorted(p.name for p in self.path.iterdir() if p.name not in CREATABLE_CONTENTS)
+            if others:
+                raise UserInputError(
+                    f"{self.path} is not empty and holds no run ({', '.join(others[:3])}"
+                    f"{', ...' if len(others) > 3 else ''}); choose a new or empty folder for --out"
+                )
+
+    @contextlib.contextmanager
+    def lock(self, command: str) -> Iterator[None]:
+        """Hold the folder's lock (``RUN_DIR/.lock``, an OS-level ``flock``) while ``command``
+        writes to it; a second writer is refused, naming the process that holds it. The lock
+        goes with the process: a killed run leaves nothing to clean up. Stale temporary
+        files of an interrupted write (``.NAME.tmp-PID`` of a process no longer alive) are
+        removed once the lock is held."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        handle = open(self.path / LOCK_NAME, "a+")
+        try:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                handle.seek(0)
+                holder = handle.read().strip() or "another process"
+                raise UserInputError(
+                    f"{self.path} is in use by {holder}; wait for it to finish, or stop it "
+                    "(it checkpoints on SIGTERM), then try again"
+                ) from None
+            handle.seek(0)
+            handle.truncate()
+            handle.write(f"process {os.getpid()} ({command})\n")
+            handle.flush()
+            self.remove_stale_temporary_files()
+            yield
+        finally:
+            handle.close()  # releases the lock
+
+    def remove_stale_temporary_files(self) -> list[Path]:
+        """``.NAME.tmp-PID`` files whose writer (PID) is no longer running."""
+        removed = []
+        for path in self.path.glob(".*.tmp-*"):
+            pid = path.name.rsplit("tmp-", 1)[-1]
+            if pid.isdigit() and not _alive(int(pid)):
+                path.unlink(missing_ok=True)
+                removed.append(path)
+        return removed
 
     def create(self) -> RunFolder:
         """Create the folder; refuse one that cannot be written."""
@@ -157,12 +220,39 @@ class RunFolder:
     def read_history(self) -> list[dict]:
         if not self.metrics_file.is_file():
             return []
-        lines = self.metrics_file.read_text().splitlines()
-        return [json.loads(line) for line in lines if line.strip()]
+        rows = []
+        for number, line in enumerate(self.metrics_file.read_text().splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as error:
+                raise UserInputError(
+                    f"{self.metrics_file} line {number} is not valid JSON ({error.msg}); "
+                    f"pyro-vae train --resume {self.path} rewrites the file from the checkpoint"
+                ) from None
+        return rows
 
     def write_history(self, history: list[dict]) -> None:
-        # Rewritten whole from the history, so a resumed run's file matches its checkpoint.
-        write_text_atomically(self.metrics_file, "".join(json.dumps(row) + "\n" for row in history))
+        """metrics.jsonl, rewritten whole (a resumed run's file matches its checkpoint);
+        valid JSON: a non-finite number is written as null."""
+        rows = "".join(json.dumps(_finite_or_none(row), allow_nan=False) + "\n" for row in history)
+        write_text_atomically(self.metrics_file, rows)
+
+    def read_evaluation(self) -> dict | None:
+        """evaluation.json, or None where the run has none."""
+        if not self.evaluation_file.is_file():
+            return None
+        try:
+            values = json.loads(self.evaluation_file.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            raise UserInputError(
+                f"{self.evaluation_file} is not valid JSON ({error}); run pyro-vae evaluate "
+                f"{self.path} again"
+            ) from None
+        if not isinstance(values, dict):
+            raise UserInputError(f"{self.evaluation_file} does not hold a JSON object")
+        return values
 
     # -- checkpoints -------------------------------------------------------------------------
 
@@ -221,42 +311,40 @@ class RunFolder:
     # -- evaluations -------------------------------------------------------------------------
 
     def write_evaluation(self, estimate, extra: dict | None = None) -> list[Path]:
-        """``evaluation.json`` (the summary of ``estimate``, a ``LogLikelihoodEstimate``,
-        with ``extra``), ``evaluation_per_datapoint.csv`` and ``khat.png``."""
+        """``evaluation_per_datapoint.csv``, ``khat.png`` and last ``evaluation.json`` (the
+        summary of ``estimate``, a ``LogLikelihoodEstimate``, with ``extra``), each written
+        atomically: a JSON that is there describes the CSV beside it."""
         from pyro_vae.importance import KHAT_THRESHOLD
         from pyro_vae.plots import save_khat_plot
 
-        summary = {**(extra or {}), **estimate.summary, "warning": estimate.warning}
-        self.write_evaluation_summary(summary)
         count = len(estimate.khat)
         labels = estimate.labels if estimate.labels is not None else np.full(count, -1)
         bound_names = [f"L_{k}" for k in estimate.bounds]
-        with self.per_image_file.open("w", newline="") as f:
-            writer = csv.writer(f)
+        out = io.StringIO()
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(["index", "label", "log_likelihood", "elbo", *bound_names, "khat", "ess"])
+        for i in range(count):
             writer.writerow(
-                ["index", "label", "log_likelihood", "elbo", *bound_names, "khat", "ess"]
+                [
+                    i,
+                    int(labels[i]),
+                    f"{estimate.log_likelihood[i]:.6f}",
+                    f"{estimate.elbo[i]:.6f}",
+                    *[f"{estimate.bounds[k][i]:.6f}" for k in estimate.bounds],
+                    f"{estimate.khat[i]:.4f}",
+                    f"{estimate.ess[i]:.2f}",
+                ]
             )
-            for i in range(count):
-                bounds = [f"{estimate.bounds[k][i]:.6f}" for k in estimate.bounds]
-                writer.writerow(
-                    [
-                        i,
-                        int(labels[i]),
-                        f"{estimate.log_likelihood[i]:.6f}",
-                        f"{estimate.elbo[i]:.6f}",
-                        *bounds,
-                        f"{estimate.khat[i]:.4f}",
-                        f"{estimate.ess[i]:.2f}",
-                    ]
-                )
+        write_text_atomically(self.per_image_file, out.getvalue())
         save_khat_plot(estimate.khat, KHAT_THRESHOLD, self.khat_file)
+        self.write_evaluation_summary({**(extra or {}), **estimate.summary,
+                                       "warning": estimate.warning})  # fmt: skip
         return [self.evaluation_file, self.per_image_file, self.khat_file]
 
     def write_evaluation_summary(self, summary: dict) -> None:
         """``evaluation.json`` alone (``pyro-vae evaluate --elbo-only``); JSON has no inf or
         NaN, so such values are written as null."""
-        text = json.dumps(_finite_or_none(summary), indent=2, allow_nan=False) + "\n"
-        self.evaluation_file.write_text(text)
+        write_text_atomically(self.evaluation_file, _json(summary))
 
     def write_ais_evaluation(self, estimate, extra: dict | None = None) -> list[Path]:
         """``evaluation-ais.json`` (the summary of an ``AISEstimate``) and its per-image CSV:
@@ -294,6 +382,16 @@ class RunFolder:
                 f"({'; '.join(fixed)}); only {', '.join(RESUMABLE_CHANGES)} may change"
             )
         return asked
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _json(values: dict) -> str:

@@ -29,6 +29,7 @@ Random streams: ``pyro_vae.streams``.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import threading
 import time
@@ -98,6 +99,7 @@ class Position:
     total: torch.Tensor | None = None  # that epoch's summed loss so far (the global batches')
     seconds: float = 0.0  # that epoch's training time so far
     skipped: int = 0  # non-finite steps skipped over the whole run
+    skipped_images: int = 0  # the images of that epoch's skipped steps
 
 
 # ---------------------------------------------------------------------------------------------
@@ -297,7 +299,18 @@ class Trainer:
 
     def restore(self, state: dict) -> None:
         """Take a checkpoint's networks, optimizer, schedule, history and position (its
-        random streams are ``Streams.start``'s)."""
+        random streams are ``Streams.start``'s); refuse one that does not fit the run."""
+        try:
+            self._restore(state)
+        except (KeyError, RuntimeError, ValueError, TypeError) as error:
+            reason = " ".join(str(error).split())[:300]
+            raise UserInputError(
+                f"the checkpoint in {self.run_dir} does not fit the run of its config.json "
+                f"({type(error).__name__}: {reason}); it may be another model's or damaged: "
+                "start a new run with --out"
+            ) from None
+
+    def _restore(self, state: dict) -> None:
         self.model.load_state_dict(state["model"])
         self.guide.load_state_dict(state["guide"])
         self.optimizer.load_state_dict(state["optimizer"])
@@ -365,6 +378,9 @@ class Trainer:
     def skip_or_stop(self, epoch: int, step: int, batch: tuple[torch.Tensor, ...]) -> None:
         """A non-finite step: skipped while ``skip_nonfinite`` allows, else the run stops."""
         self.position.skipped += 1
+        self.position.skipped_images += self.position.order.split(self.config.batch_size)[
+            step
+        ].shape[0]
         report = nonfinite_report(self.model, self.guide, *self.batches.program_arguments(batch))
         where = f"epoch {epoch}, step {step + 1}: {report}"
         if self.position.skipped > self.config.skip_nonfinite:
@@ -422,7 +438,8 @@ class Trainer:
                 if not bar.disable:
                     valid = self.history[-1]["valid_elbo"]
                     shown = {"valid": f"{valid:.2f}"} if valid is not None else {}
-                    bar.set_postfix(epoch=epoch, train=f"{train_elbo:.2f}", **shown)
+                    trained = {"train": f"{train_elbo:.2f}"} if train_elbo is not None else {}
+                    bar.set_postfix(epoch=epoch, **trained, **shown)
                 if stopping:
                     raise TrainingInterrupted(
                         f"interrupted after epoch {epoch}; continue with: "
@@ -473,7 +490,9 @@ class Trainer:
                         f"exact position; continue with: pyro-vae train --resume {self.run_dir}"
                     )
         self.finiteness.settle()
-        return -position.total.item() / n_train, time.perf_counter() - start
+        taken = n_train - position.skipped_images  # the images of the steps not skipped
+        train_elbo = -position.total.item() / taken if taken > 0 else None
+        return train_elbo, time.perf_counter() - start
 
     def pause_requested(self, stop: threading.Event, step: int) -> tuple[bool, bool]:
         """(write a mid-epoch checkpoint now, then stop): asked by a signal or the schedule.
@@ -519,14 +538,19 @@ def _train(
 ) -> Run:
     if not resume and run_dir is not None and is_restart() and RunFolder(run_dir).holds_run():
         resume = True
-    state = None
-    if resume:
-        if run_dir is None:
-            raise UserInputError("resume needs the run folder to continue")
-        run_dir = Path(run_dir)
-        config, state = RunFolder(run_dir).resume_state(config)
-    elif config is None:
+    if resume and run_dir is None:
+        raise UserInputError("resume needs the run folder to continue")
+    if not resume and config is None:
         raise UserInputError("train needs a TrainConfig (or resume=True and a run folder)")
-    with process_group(resolve_device(config.device)) as group:
-        trainer = Trainer.prepare(config, run_dir, group, state, resume)
-        return trainer.fit(progress, callbacks)
+    known = config if config is not None else RunFolder(run_dir).resume_config(None)
+    folder = RunFolder(run_dir) if run_dir is not None else RunFolder.default_for(known)
+    if not resume:
+        folder.refuse_existing()  # before the lock creates the folder
+    with process_group(resolve_device(known.device)) as group:
+        # Rank 0 holds the folder's lock; the others write nothing there.
+        with folder.lock("pyro-vae train") if group.is_main else contextlib.nullcontext():
+            state = None
+            if resume:
+                config, state = folder.resume_state(config)
+            trainer = Trainer.prepare(config, folder.path, group, state, resume)
+            return trainer.fit(progress, callbacks)

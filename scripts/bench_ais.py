@@ -63,33 +63,45 @@ def handwritten_ais(model, guide, x: torch.Tensor, settings: AnnealingSettings) 
         return value.detach(), grad, joint.detach(), start.detach()
 
     betas = annealing_schedule(settings.num_steps, settings.schedule)
-    z = loc + scale * torch.randn(chains, n, loc.shape[-1])
-    with torch.no_grad():
-        joint, start = terms(z)
-    log_w = torch.zeros(chains, n, dtype=torch.float64)
-    step = torch.full((chains, n, 1), settings.step_size)
-    for t in range(1, len(betas)):
-        beta_before, beta = float(betas[t - 1]), float(betas[t])
-        log_w += (beta - beta_before) * (joint - start).double()
-        if t == len(betas) - 1:
-            break
-        value, grad, _, _ = log_f_and_grad(z, beta)
-        p = torch.randn_like(z)
-        energy = -value + 0.5 * p.pow(2).sum(-1)
-        position = z
-        for _ in range(settings.leapfrog_steps):
-            p = p + 0.5 * step * grad
-            position = position + step * p
-            new_value, grad, new_joint, new_start = log_f_and_grad(position, beta)
-            p = p + 0.5 * step * grad
-        log_accept = (energy - (-new_value + 0.5 * p.pow(2).sum(-1))).nan_to_num(float("-inf"))
-        accept = log_accept.clamp(max=0).exp()
-        moved = (torch.rand_like(accept) < accept).unsqueeze(-1)
-        z = torch.where(moved, position, z)
-        joint = torch.where(moved[..., 0], new_joint, joint)
-        start = torch.where(moved[..., 0], new_start, start)
-        rate = torch.exp(ADAPT_RATE * (accept - settings.target_acceptance)).unsqueeze(-1)
-        step = (step * rate).clamp(*STEP_SIZE_RANGE)
+
+    def run(chains: int, step_sizes: torch.Tensor | None):
+        z = loc + scale * torch.randn(chains, n, loc.shape[-1])
+        with torch.no_grad():
+            joint, start = terms(z)
+        log_w = torch.zeros(chains, n, dtype=torch.float64)
+        step = torch.full((chains, n, 1), settings.step_size)
+        used = []
+        for t in range(1, len(betas)):
+            beta_before, beta = float(betas[t - 1]), float(betas[t])
+            log_w += (beta - beta_before) * (joint - start).double()
+            if t == len(betas) - 1:
+                break
+            if step_sizes is not None:
+                step = step_sizes[t - 1].reshape(1, n, 1).expand(chains, n, 1)
+            used.append(step.log().mean(0).exp().reshape(n))
+            value, grad, _, _ = log_f_and_grad(z, beta)
+            p = torch.randn_like(z)
+            energy = -value + 0.5 * p.pow(2).sum(-1)
+            position = z
+            for _ in range(settings.leapfrog_steps):
+                p = p + 0.5 * step * grad
+                position = position + step * p
+                new_value, grad, new_joint, new_start = log_f_and_grad(position, beta)
+                p = p + 0.5 * step * grad
+            kinetic = 0.5 * p.pow(2).sum(-1)
+            log_accept = (energy - (-new_value + kinetic)).nan_to_num(float("-inf"))
+            accept = log_accept.clamp(max=0).exp()
+            moved = (torch.rand_like(accept) < accept).unsqueeze(-1)
+            z = torch.where(moved, position, z)
+            joint = torch.where(moved[..., 0], new_joint, joint)
+            start = torch.where(moved[..., 0], new_start, start)
+            if step_sizes is None:  # the pilot adapts
+                rate = torch.exp(ADAPT_RATE * (accept - settings.target_acceptance))
+                step = (step * rate.unsqueeze(-1)).clamp(*STEP_SIZE_RANGE)
+        return log_w, torch.stack(used) if used else None
+
+    _, step_sizes = run(settings.pilot_chains, None)
+    log_w, _ = run(chains, step_sizes)
     return torch.logsumexp(log_w, 0) - math.log(chains)
 
 

@@ -1,0 +1,121 @@
+"""Run folders that cannot be clobbered, files that cannot be half-read, failed runs that
+say so (pyro_vae.run_folder, and the CLI's exit status)."""
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from pyro_vae.cli import main
+from pyro_vae.errors import UserInputError
+from pyro_vae.run_folder import RunFolder
+
+SMALL = ["--epochs", "1", "--hidden-dims", "16", "--latent-dim", "2", "--quiet",
+         "--no-tensorboard"]  # fmt: skip
+
+
+def test_a_second_writer_is_refused_naming_the_process_that_holds_the_folder(tmp_path, capsys):
+    folder = RunFolder(tmp_path / "run")
+    holder = subprocess.Popen(
+        [sys.executable, "-c",
+         "import sys, time; from pyro_vae.run_folder import RunFolder\n"
+         f"with RunFolder({str(folder.path)!r}).lock('pyro-vae train'):\n"
+         "    print('locked', flush=True); time.sleep(60)"],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(
+            UserInputError, match=rf"in use by process {holder.pid} \(pyro-vae train\)"
+        ):
+            with folder.lock("pyro-vae evaluate"):
+                pass
+    finally:
+        holder.kill()
+        holder.wait()
+    with folder.lock("pyro-vae evaluate"):  # the lock went with the process
+        pass
+
+
+def test_out_is_refused_on_a_users_folder_and_the_root(tmp_path, capsys):
+    mine = tmp_path / "u"
+    mine.mkdir()
+    (mine / "metrics.jsonl").write_text("notes\n")
+    assert main(["train", *SMALL, "--out", str(mine)]) == 2
+    assert "is not empty and holds no run (metrics.jsonl)" in capsys.readouterr().err
+    assert (mine / "metrics.jsonl").read_text() == "notes\n"  # untouched
+    assert main(["train", *SMALL, "--out", "/"]) == 2
+    assert "--out / is the root folder" in capsys.readouterr().err
+
+
+def test_stale_temporary_files_are_removed_live_ones_kept(tmp_path):
+    folder = RunFolder(tmp_path)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    stale = tmp_path / f".checkpoint.pt.tmp-{dead.pid}"
+    live = tmp_path / f".checkpoint.pt.tmp-{os.getpid()}"
+    stale.write_text("x")
+    live.write_text("x")
+    with folder.lock("test"):
+        pass
+    assert not stale.exists() and live.exists()
+
+
+def test_a_diverged_or_nonfinite_run_ends_with_exit_2_and_valid_json(tmp_path, capsys):
+    assert main(["train", *SMALL, "--epochs", "2", "--lr", "1000", "--out",
+                 str(tmp_path / "lr")]) == 2  # fmt: skip
+    assert "training diverged" in capsys.readouterr().err
+    assert main(["train", *SMALL, "--lr", "1e8", "--skip-nonfinite", "1000", "--out",
+                 str(tmp_path / "nan")]) == 2  # fmt: skip
+    err = capsys.readouterr().err
+    assert "is not finite" in err and "lower --lr" in err
+    for line in (tmp_path / "nan" / "metrics.jsonl").read_text().splitlines():
+        json.loads(line)  # no bare NaN tokens: valid JSON, null for non-finite
+
+
+def test_a_truncated_metrics_file_is_one_line_naming_the_file(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", *SMALL, "--out", str(run)]) == 0
+    metrics = run / "metrics.jsonl"
+    metrics.write_text(metrics.read_text() + '{"epoch": 2, "train_')
+    capsys.readouterr()
+    assert main(["sample", str(run), "--out", str(tmp_path / "s.png")]) == 2
+    err = capsys.readouterr().err
+    assert f"{metrics} line 3 is not valid JSON" in err and "--resume" in err
+
+
+def test_compare_refuses_to_pair_another_split(tmp_path, capsys):
+    runs = [tmp_path / "a", tmp_path / "b"]
+    for run in runs:
+        assert main(["train", *SMALL, "--out", str(run)]) == 0
+    assert main(["evaluate", str(runs[0]), "--num-samples", "20", "--quiet"]) == 0
+    assert main(["evaluate", str(runs[1]), "--num-samples", "20", "--quiet", "--split",
+                 "valid"]) == 0  # fmt: skip
+    capsys.readouterr()
+    assert main(["compare", *map(str, runs)]) == 0
+    out = capsys.readouterr().out
+    assert "not paired: valid split against test" in out
+    summary = json.loads((runs[0] / "evaluation.json").read_text())
+    assert summary["method"] == "is" and summary["num_samples"] == 20
+    assert len(summary["images_sha256"]) == 64
+
+
+def test_a_checkpoint_of_another_model_is_refused_on_resume(tmp_path, capsys):
+    import torch
+
+    from pyro_vae.checkpoint import load_checkpoint, save_checkpoint
+
+    run = tmp_path / "run"
+    assert main(["train", *SMALL, "--out", str(run)]) == 0
+    state = load_checkpoint(run / "checkpoint.pt")
+    state["model"] = {"decoder.net.0.weight": torch.zeros(3, 3)}
+    save_checkpoint(run / "checkpoint.pt", state)
+    capsys.readouterr()
+    started = time.monotonic()
+    assert main(["train", "--resume", str(run), "--epochs", "2", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "does not fit the run of its config.json" in err and "Traceback" not in err
+    assert time.monotonic() - started < 60
