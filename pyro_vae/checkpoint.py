@@ -64,7 +64,7 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # truncated zip, foreign pickle refused by weights_only, ...
-        reason = " ".join(str(error).split())[:200]
+        reason = " ".join(str(error).split())  # whole: torch's warning about pickles too
         raise UserInputError(
             f"{path} is not a readable pyro-vae checkpoint ({type(error).__name__}: {reason})"
         ) from None

@@ -324,6 +324,10 @@ def train_config_from_args(args: argparse.Namespace) -> TrainConfig:
     }
     # The file's fields, then the flags given beside it (a flag wins).
     given = {**(read_config_file(args.config) if args.config else {}), **given}
+    dataset = given.get("dataset")
+    if isinstance(dataset, str) and dataset.endswith(".npz"):
+        # stored absolute, so that evaluate and viz find it from any folder
+        given["dataset"] = str(Path(dataset).expanduser().resolve())
     if args.resume is None:
         config = TrainConfig.from_dict(given)
     else:
@@ -519,6 +523,8 @@ def _sample(args: argparse.Namespace) -> None:
         raise UserInputError(f"--num must be >= 1, got {args.num}")
     run = _load_run(args)
     out = args.out or args.run_dir / f"samples-seed{args.seed}.png"
+    if out.suffix.lower() not in (".png", ".jpg", ".jpeg", ".pdf", ".svg"):
+        raise UserInputError(f"--out {out} names no image format; give a .png file (say {out}.png)")
     torch.manual_seed(args.seed)
     try:
         save_image_grid(run.model.sample_means(args.num), out)

@@ -471,6 +471,8 @@ def _validate_numbers(config: TrainConfig) -> None:
         value = getattr(config, name)
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
             raise UserInputError(f"{name} must be an integer >= 0, got {value!r}")
+    if config.seed >= 2**63:  # torch's generators take a signed 64-bit seed
+        raise UserInputError(f"seed must be below 2**63, got {config.seed}")
     for name in ("hidden_dims", "flow_hidden_dims", "conv_channels"):
         value = getattr(config, name)
         if (

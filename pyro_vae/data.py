@@ -244,6 +244,11 @@ def _images_from_array(array, key: str, path: Path) -> torch.Tensor:
         )
     if array.ndim == 3:
         array = array[:, None]
+    if array.shape[-1] in (1, 3, 4) and array.shape[1] not in (1, 3, 4):
+        raise UserInputError(
+            f"{path}: {key} has shape {array.shape}, which looks channels-last (N, H, W, C); "
+            "images must be channels-first (N, C, H, W): np.moveaxis(images, -1, 1)"
+        )
     if array.dtype == np.uint8:
         return torch.from_numpy(array.copy())
     if not np.issubdtype(array.dtype, np.floating) and not np.issubdtype(array.dtype, np.integer):
@@ -297,12 +302,25 @@ def _load_npz(path: Path, valid_size: int | None = None) -> tuple:
     for key in images:
         labels = arrays.get(f"{key}_labels")
         n = images[key].shape[0]
+        if labels is not None and not np.issubdtype(np.asarray(labels).dtype, np.integer):
+            raise UserInputError(
+                f"{path}: {key}_labels has dtype {np.asarray(labels).dtype}; labels must be "
+                "integers 0..C-1 (map names to numbers first)"
+            )
         labels = torch.full((n,), -1) if labels is None else torch.as_tensor(labels).long()
         if labels.shape != (n,):
             raise UserInputError(
                 f"{path}: {key}_labels has shape {tuple(labels.shape)}, not ({n},)"
             )
         splits[key] = (images[key], labels)
+    known = set(splits["train"][1].tolist())
+    for key, (_, labels) in splits.items():
+        unseen = sorted(set(labels.tolist()) - known - {-1})
+        if unseen and -1 not in known:
+            raise UserInputError(
+                f"{path}: {key}_labels holds label(s) {unseen[:5]} that no training image has; "
+                "every class must have training images"
+            )
     if "valid" not in splits:
         return splits["train"], splits["test"], max(1, images["train"].shape[0] // 10)
     (train, train_y), (valid, valid_y) = splits["train"], splits["valid"]

@@ -359,3 +359,27 @@ def test_evaluate_by_ais_and_bdmc_writes_files_of_its_own(tmp_path, capsys):
     assert (run_dir / "evaluation.json").read_text() == importance  # the IS files stay
     assert main(["evaluate", str(run_dir), "--method", "ais", "--chains", "0", "--quiet"]) == 2
     assert "num_chains must be an integer >= 1, got 0" in capsys.readouterr().err
+
+
+def test_small_bad_inputs_end_in_one_line(tmp_path, capsys):
+    assert main(["train", "--seed", str(2**64), "--epochs", "0", "--out", str(tmp_path / "s")]) == 2
+    assert "seed must be below 2**63" in capsys.readouterr().err
+    run = tmp_path / "run"
+    assert main(["train", "--epochs", "1", "--out", str(run), "--quiet", "--no-tensorboard"]) == 0
+    capsys.readouterr()
+    assert main(["sample", str(run), "--out", str(tmp_path / "foo")]) == 2
+    assert "names no image format" in capsys.readouterr().err
+    assert main(["compare", str(run), "--plot", str(tmp_path / "nodir" / "x.png")]) == 2
+    assert "could not read or write a file" in capsys.readouterr().err
+
+
+def test_a_relative_npz_path_is_stored_absolute(tmp_path, monkeypatch, capsys):
+    import numpy as np
+
+    images = (np.random.default_rng(0).random((40, 4, 4)) > 0.5).astype(np.uint8) * 255
+    np.savez(tmp_path / "mine.npz", train=images[:30], test=images[30:])
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", "--dataset", "mine.npz", "--epochs", "1", "--batch-size", "9",
+                 "--out", "run", "--quiet", "--no-tensorboard"]) == 0  # fmt: skip
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["dataset"] == str(tmp_path / "mine.npz")

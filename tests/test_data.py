@@ -1,5 +1,6 @@
 import re
 
+import numpy as np
 import pytest
 import torch
 
@@ -158,6 +159,21 @@ def test_an_npz_valid_array_and_valid_size_conflict(tmp_path):
         ({"train": [[[0.0, 1.0]]]}, "has no test array (it has: train)"),
         ({"train": [[[0.0, 1.0]], [[1.0, 0.0]]], "test": [[[0.0, 0.0, 1.0]]]}, "shapes differ"),
         ({"train": [[[0.0]], [[1.0]]], "test": [[[0.0]]], "test_labels": [1, 2]}, "test_labels"),
+        # channels-last colour images, string labels, a class no training image has
+        ({"train": np.zeros((2, 8, 8, 3)), "test": np.zeros((1, 8, 8, 3))}, "channels-last"),
+        (
+            {"train": [[[0.0]], [[1.0]]], "test": [[[0.0]]], "train_labels": ["a", "b"]},
+            "train_labels has dtype <U1; labels must be integers",
+        ),
+        (
+            {
+                "train": [[[0.0]], [[1.0]]],
+                "test": [[[0.0]]],
+                "train_labels": [0, 1],
+                "test_labels": [2],
+            },
+            "test_labels holds label(s) [2] that no training image has",
+        ),
     ],
 )
 def test_bad_npz_contents(tmp_path, arrays, message):
