@@ -28,6 +28,7 @@ from pyro_vae.distributed import is_main_process, speaks_for_machine
 from pyro_vae.errors import UserInputError
 from pyro_vae.importance import DEFAULT_MAX_ELEMENTS
 from pyro_vae.labels import classifies, needs_labels
+from pyro_vae.plugins import environment_plugins, import_plugins, load_entry_points
 from pyro_vae.policies import run_failure
 from pyro_vae.registry import check_names, names
 from pyro_vae.run import flushed_denormals
@@ -88,6 +89,8 @@ def _add_train_flags(parser: argparse.ArgumentParser) -> None:
     """One flag per TrainConfig field. Defaults are SUPPRESSed, so the parsed namespace holds
     only the flags the user gave: a resumed run changes just those."""
     for f in dataclasses.fields(TrainConfig):
+        if f.name == "plugins":  # --import, on every command (_add_import)
+            continue
         flag = _flag(f.name)
         default = getattr(_DEFAULTS, f.name)
         shown = " ".join(map(str, default)) if isinstance(default, list) else default
@@ -104,6 +107,19 @@ def _add_train_flags(parser: argparse.ArgumentParser) -> None:
             kind = type(default) if default is not None else _NONE_DEFAULT_TYPES.get(f.name, str)
             metavar = f.name.upper()
             parser.add_argument(flag, type=kind, metavar=metavar, help=help_text, **common)
+
+
+def _add_import(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--import",
+        dest="imports",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="import MODULE first, whose pyro_vae.register() calls add parts by name "
+        "(repeatable; also $PYRO_VAE_IMPORT, comma-separated, and the installed entry "
+        "points of group pyro_vae.parts); a run records the modules it was trained with",
+    )
 
 
 def _add_run_device(parser: argparse.ArgumentParser) -> None:
@@ -123,10 +139,17 @@ def _add_run_device(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def import_run_plugins(run_dir: Path) -> None:
+    """Import the plug-in modules a run was trained with, naming one that is missing."""
+    config = RunFolder(run_dir).read_existing_config()
+    import_plugins(config.plugins, needed_by=f"run {run_dir}")
+
+
 def _load_run(args: argparse.Namespace):
     """The run of ``args.run_dir``, saying once which parameters it holds."""
     from pyro_vae import load_run
 
+    import_run_plugins(args.run_dir)
     run = load_run(args.run_dir, device=args.device, checkpoint=args.checkpoint)
     if is_main_process():
         print(f"parameters: {run.parameters_from}")
@@ -154,6 +177,7 @@ def _add_train_command(commands: argparse._SubParsersAction) -> None:
         help="train a VAE and write a run folder",
         description="Train a VAE by SVI and write a run folder.",
     )
+    _add_import(train)
     _add_train_flags(train)
     train.add_argument(
         "--config",
@@ -189,6 +213,7 @@ def _add_evaluate_command(commands: argparse._SubParsersAction) -> None:
         help="test ELBO of a trained run",
         description="Recompute a run's ELBO from its checkpoint.",
     )
+    _add_import(evaluate)
     evaluate.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a run folder")
     evaluate.add_argument(
         "--split",
@@ -263,6 +288,7 @@ def _add_sample_command(commands: argparse._SubParsersAction) -> None:
         help="draw images from a trained run's prior",
         description="Write decoder means of z ~ p(z) as a PNG grid.",
     )
+    _add_import(sample)
     sample.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a run folder")
     sample.add_argument("--num", type=int, default=64, help="number of images (default: 64)")
     sample.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
@@ -284,6 +310,7 @@ def _add_viz_command(commands: argparse._SubParsersAction) -> None:
         description="Write samples, reconstructions, interpolations, latent traversals, a 2-D "
         "latent map and attribute vectors to RUN_DIR/viz/, and RUN_DIR/report.html.",
     )
+    _add_import(viz)
     viz.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a run folder")
     viz.add_argument("--num-pairs", type=int, default=6, help="interpolated pairs (default: 6)")
     viz.add_argument(
@@ -309,6 +336,7 @@ def _add_compare_command(commands: argparse._SubParsersAction) -> None:
         description="A table of the runs' differing config fields, epochs, best validation "
         "ELBO, test ELBO and, where evaluated, log p̂(x) ± SE and the share of k̂ > 0.7.",
     )
+    _add_import(compare)
     compare.add_argument("run_dirs", type=Path, nargs="+", metavar="RUN_DIR")
     compare.add_argument("--csv", action="store_true", help="CSV instead of a markdown table")
     compare.add_argument(
@@ -324,6 +352,12 @@ def train_config_from_args(args: argparse.Namespace) -> TrainConfig:
     }
     # The file's fields, then the flags given beside it (a flag wins).
     given = {**(read_config_file(args.config) if args.config else {}), **given}
+    asked = [*environment_plugins(), *args.imports]
+    if args.resume is not None:
+        import_run_plugins(args.resume)
+        asked = [*RunFolder(args.resume).read_config().plugins, *asked]
+    if asked:
+        given["plugins"] = list(dict.fromkeys([*given.get("plugins", []), *asked]))
     dataset = given.get("dataset")
     if isinstance(dataset, str) and dataset.endswith(".npz"):
         # stored absolute, so that evaluate and viz find it from any folder
@@ -570,6 +604,9 @@ def _compare(args: argparse.Namespace) -> None:
     from pyro_vae.plots import save_overlaid_curves
     from pyro_vae.run import read_history
 
+    for run_dir in args.run_dirs:
+        if Path(run_dir).is_dir():
+            import_run_plugins(run_dir)
     rows = compare_runs(args.run_dirs)
     print(csv_table(rows) if args.csv else markdown_table(rows), end="")
     if args.plot is not None:
@@ -590,6 +627,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     shown = warnings.showwarning
     warnings.showwarning = _show_warning
     try:
+        load_entry_points()
+        import_plugins([*environment_plugins(), *args.imports])
         with flushed_denormals():  # before torch starts its threads, which inherit the mode
             handlers[args.command](args)
     except UserInputError as error:

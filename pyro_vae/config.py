@@ -54,6 +54,7 @@ RESUMABLE_CHANGES = (
     "skip_nonfinite",
     "early_stopping",  # when to stop, not what a step computes
     "tensorboard",
+    "plugins",  # which modules register the parts, not what the parts compute
 )
 
 
@@ -352,6 +353,12 @@ class TrainConfig:
         "write no TensorBoard logs (without it: RUN_DIR/tensorboard/ holds them where the "
         "tensorboard package is installed, pip install 'pyro-vae[tensorboard]')",
     )
+    plugins: list[str] = option(
+        [],
+        "modules imported before the run is built, whose register() calls add parts by "
+        "name (pyro_vae.plugins); recorded, so that evaluate, sample, viz and --resume "
+        "import them again; the flag is --import MODULE",
+    )
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -383,6 +390,7 @@ _KIND_NAMES = {
     "int": "an integer",
     "float": "a number",
     "list[int]": "a list of integers",
+    "list[str]": "a list of strings",
 }
 
 
@@ -395,6 +403,7 @@ def _fits(value: Any, annotation: str) -> bool:
         "int": lambda v: isinstance(v, int) and not isinstance(v, bool),
         "float": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
         "list[int]": lambda v: isinstance(v, list) and all(kinds["int"](h) for h in v),
+        "list[str]": lambda v: isinstance(v, list) and all(isinstance(h, str) for h in v),
     }
     return any(kinds[kind](value) for kind in annotation.split(" | "))
 
@@ -473,6 +482,9 @@ def _validate_numbers(config: TrainConfig) -> None:
             raise UserInputError(f"{name} must be an integer >= 0, got {value!r}")
     if config.seed >= 2**63:  # torch's generators take a signed 64-bit seed
         raise UserInputError(f"seed must be below 2**63, got {config.seed}")
+    plugins = config.plugins
+    if not isinstance(plugins, list) or not all(isinstance(m, str) and m for m in plugins):
+        raise UserInputError(f"plugins must be a list of module names, got {plugins!r}")
     for name in ("hidden_dims", "flow_hidden_dims", "conv_channels"):
         value = getattr(config, name)
         if (

@@ -117,6 +117,11 @@ def check_pair(
     """
     from pyro.infer.autoguide import AutoGuide
 
+    if not x.is_floating_point():
+        raise UserInputError(
+            f"the images are {x.dtype}, not floats: give values in [0, 1] "
+            "(x.float() / 255 for 8-bit images)"
+        )
     if isinstance(guide, AutoGuide):
         raise UserInputError(
             f"{type(guide).__name__} is not an amortized guide: its q(z) does not depend on "
@@ -165,7 +170,11 @@ def _check_site(program: str, name: str, site: dict, n: int, data_plate: str) ->
             "subsample_size"
         )
     fn_shape = site["fn"].batch_shape + site["fn"].event_shape
-    if site["is_observed"] and torch.broadcast_shapes(site["value"].shape, fn_shape) != fn_shape:
+    try:
+        fits = torch.broadcast_shapes(site["value"].shape, fn_shape) == fn_shape
+    except RuntimeError:
+        fits = False
+    if site["is_observed"] and not fits:
         raise UserInputError(
             f"{program} site {name!r}: its value, of shape {tuple(site['value'].shape)}, "
             f"does not fit its distribution's shape {tuple(fn_shape)}; give the model "

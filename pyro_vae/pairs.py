@@ -118,10 +118,26 @@ def program_parameters(
         constraints = {name: stored["constraints"][name] for name in replaced}
         store.set_state({"params": replaced, "constraints": constraints})
     params = store.get_state()["params"]
+    _refuse_unregistered_modules({"guide": guide, "model": model}, {id(v) for v in params.values()})
     guide_params = {name: params[name] for name in found[0]}
     shared = {id(value) for value in guide_params.values()}
     model_params = {name: params[name] for name in found[1] if id(params[name]) not in shared}
     return model_params, guide_params
+
+
+def _refuse_unregistered_modules(programs: dict[str, Callable], registered: set[int]) -> None:
+    """A module of a program whose parameters Pyro does not know would train frozen: the
+    program forgot ``pyro.module``. Refused before training, naming the module."""
+    for which, program in programs.items():
+        for module in program_modules(program):
+            loose = [n for n, p in module.named_parameters() if id(p) not in registered]
+            if loose:
+                raise UserInputError(
+                    f"the {which}'s module {type(module).__name__} has parameters Pyro does not "
+                    f"know ({', '.join(loose[:3])}{', ...' if len(loose) > 3 else ''}): they "
+                    f"would not train; call pyro.module('{which}', self) at the start of the "
+                    f"{which}"
+                )
 
 
 class TensorData(ImageData):

@@ -66,6 +66,7 @@ from pyro_vae.models import (
 )
 from pyro_vae.nn import compute_in
 from pyro_vae.objectives import IWAE_ELBO, STL_ELBO, DReG_IWAE_ELBO
+from pyro_vae.protocols import PROTOCOLS, members, missing_member
 from pyro_vae.semisupervised import no_labels_error, semi_supervised_elbo
 
 
@@ -179,10 +180,30 @@ def lookup(kind: str, name: str) -> Callable:
 
 
 def register(kind: str, name: str, factory: Callable) -> None:
-    """Add (or replace) factory ``name`` of ``kind``; the module docstring gives signatures."""
+    """Add (or replace) factory ``name`` of ``kind``; the module docstring gives signatures.
+
+    Each part the factory builds is checked against its kind's protocol
+    (``pyro_vae.protocols``): one that lacks a member is refused, naming it."""
     if kind not in REGISTRY:
         raise UserInputError(f"unknown registry kind {kind!r}; valid kinds: {', '.join(REGISTRY)}")
-    REGISTRY[kind][name] = factory
+    if kind not in PROTOCOLS:
+        REGISTRY[kind][name] = factory
+        return
+
+    def checked(*args, **kwargs):
+        part = factory(*args, **kwargs)
+        missing = missing_member(kind, part)
+        if missing is not None:
+            protocol = PROTOCOLS[kind]
+            wanted = ", ".join(members(protocol))
+            raise UserInputError(
+                f"the {kind} {name!r} ({type(part).__name__}) has no {missing!r}; every {kind} "
+                f"provides {wanted} (pyro_vae.protocols.{protocol.__name__})"
+            )
+        return part
+
+    checked.__wrapped__ = factory
+    REGISTRY[kind][name] = checked
 
 
 def check_names(config: TrainConfig) -> None:

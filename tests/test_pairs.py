@@ -264,3 +264,33 @@ def test_the_readme_example_of_a_users_own_pair_runs(tmp_path, monkeypatch, caps
     log_likelihood, share = map(float, capsys.readouterr().out.split()[-2:])
     assert -40 < log_likelihood < -20 and share < 0.1  # nats per 8x8 digit, reliable weights
     assert (tmp_path / "runs" / "my-vae" / "checkpoint.pt").is_file()
+
+
+def test_the_pair_checker_names_shapes_dtype_and_a_forgotten_pyro_module(digits, tmp_path):
+    vae = TutorialVAE()
+    train_images = digits[0]
+    images = train_images[:64]
+
+    # un-flattened images observed under a to_event(1) of 64 pixels
+    def unflattened_model(x):
+        pyro.module("decoder", vae.decoder)
+        with pyro.plate("data", x.shape[0]):
+            z = pyro.sample("latent", dist.Normal(x.new_zeros(x.shape[0], 8), 1.0).to_event(1))
+            pyro.sample("obs", dist.Bernoulli(logits=vae.decoder(z)).to_event(1), obs=x)
+
+    with pytest.raises(UserInputError, match=r"site 'obs'.*does not fit its distribution's shape"):
+        importance_log_likelihood(unflattened_model, vae.guide, images, num_samples=4)
+    with pytest.raises(UserInputError, match=r"the images are torch.uint8, not floats"):
+        importance_log_likelihood(vae.model, vae.guide, (images * 255).byte(), num_samples=4)
+    assert images.is_floating_point()
+
+    class Forgetful(TutorialVAE):
+        def guide(self, x):  # no pyro.module("encoder", ...): the encoder would train frozen
+            with pyro.plate("data", x.shape[0]):
+                z_loc, z_scale = self.encoder(x)
+                pyro.sample("latent", dist.Normal(z_loc, z_scale).to_event(1))
+
+    forgetful = Forgetful()
+    with pytest.raises(UserInputError, match=r"guide's module Forgetful has parameters Pyro"):
+        train_pair(forgetful.model, forgetful.guide, train_images,
+                   TrainConfig(epochs=1), tmp_path, **QUIET)  # fmt: skip
