@@ -354,8 +354,9 @@ def train_config_from_args(args: argparse.Namespace) -> TrainConfig:
     given = {**(read_config_file(args.config) if args.config else {}), **given}
     asked = [*environment_plugins(), *args.imports]
     if args.resume is not None:
-        import_run_plugins(args.resume)
-        asked = [*RunFolder(args.resume).read_config().plugins, *asked]
+        stored = RunFolder(args.resume).resume_config(None)  # refuses a missing folder
+        import_plugins(stored.plugins, needed_by=f"run {args.resume}")
+        asked = [*stored.plugins, *asked]
     if asked:
         given["plugins"] = list(dict.fromkeys([*given.get("plugins", []), *asked]))
     dataset = given.get("dataset")
@@ -422,10 +423,8 @@ def _locked(command: str, handler):
     there): a training run or another evaluation of the same folder is refused meanwhile."""
 
     def run(args: argparse.Namespace) -> None:
-        if not is_main_process():
+        if not is_main_process() or not args.run_dir.is_dir():  # the handler refuses it
             return handler(args)
-        if not args.run_dir.is_dir():
-            raise UserInputError(f"run folder {args.run_dir} does not exist")
         with RunFolder(args.run_dir).lock(f"pyro-vae {command}"):
             return handler(args)
 

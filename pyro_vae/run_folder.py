@@ -148,8 +148,14 @@ class RunFolder:
         goes with the process: a killed run leaves nothing to clean up. Stale temporary
         files of an interrupted write (``.NAME.tmp-PID`` of a process no longer alive) are
         removed once the lock is held."""
-        self.path.mkdir(parents=True, exist_ok=True)
-        handle = open(self.path / LOCK_NAME, "a+")
+        created = not self.path.exists()
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            handle = open(self.path / LOCK_NAME, "a+")
+        except OSError as error:
+            raise UserInputError(
+                f"cannot write to run folder {self.path} ({error.strerror})"
+            ) from None
         try:
             try:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -168,6 +174,10 @@ class RunFolder:
             yield
         finally:
             handle.close()  # releases the lock
+            if created and [p.name for p in self.path.iterdir()] == [LOCK_NAME]:
+                # refused before it wrote anything: leave no folder behind
+                (self.path / LOCK_NAME).unlink(missing_ok=True)
+                self.path.rmdir()
 
     def remove_stale_temporary_files(self) -> list[Path]:
         """``.NAME.tmp-PID`` files whose writer (PID) is no longer running."""
