@@ -33,6 +33,7 @@ from pyro_vae.policies import run_failure
 from pyro_vae.registry import check_names, names
 from pyro_vae.run import flushed_denormals
 from pyro_vae.run_folder import CHECKPOINTS, RunFolder
+from pyro_vae.schedules import best_epoch, patience_exhausted
 from pyro_vae.trainer import TrainingInterrupted
 
 EXIT_USAGE = 2
@@ -398,12 +399,23 @@ def _train(args: argparse.Namespace) -> None:
         )
     if final["valid_elbo"] is not None:
         print(f"validation ELBO: {final['valid_elbo']:.3f} nats per image")
-    if final.get("test_error") is not None:  # m2
-        print(f"test error of argmax q(y|x): {final['test_error']:.2%}")
+    shown, which = final, ""
+    patience = run.config.early_stopping
+    if patience and any(row.get("valid_elbo") is not None for row in run.history):
+        best = best_epoch(run.history)
+        shown = next(row for row in run.history if row["epoch"] == best)
+        which = ", the best validation ELBO's, kept in best.pt"
+        if patience_exhausted(run.history, patience):
+            print(
+                f"early stopping: no better validation ELBO for {patience} epochs, so training "
+                f"stopped after epoch {final['epoch']}; the best was epoch {best}"
+            )
+    if shown.get("test_error") is not None:  # m2
+        print(f"test error of argmax q(y|x): {shown['test_error']:.2%}")
     print(
-        f"test ELBO: {final['test_elbo']:.3f} nats per image "
+        f"test ELBO: {shown['test_elbo']:.3f} nats per image "
         f"({run.data.test.shape[0]} test images of {run.config.dataset}, "
-        f"{run.data.binarize} binarization, epoch {final['epoch']})"
+        f"{run.data.binarize} binarization, epoch {shown['epoch']}{which})"
     )
     failure = run_failure(run.history)
     if failure is not None:

@@ -75,7 +75,9 @@ class TrainConfig:
     # data
     dataset: str = option(
         "digits",
-        "data set ({choices}); digits ships with scikit-learn",
+        "data set ({choices}), or the path of an .npz file of your own images (arrays "
+        "train and test, (N, H, W) or channels-first (N, C, H, W), uint8 or floats in [0, 1]; "
+        "optionally valid and *_labels); digits ships with scikit-learn",
         choices="dataset",
     )
     data_dir: str | None = option(
@@ -412,6 +414,8 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     """The fields in a JSON or TOML file (``.toml``; a run's own config.json works as it is),
     to go through :meth:`TrainConfig.from_dict`."""
     path = Path(path)
+    if path.suffix.lower() in (".yaml", ".yml"):
+        raise UserInputError(f"config file {path} is YAML; use JSON or TOML (.toml)")
     try:
         text = path.read_text()
     except OSError as error:

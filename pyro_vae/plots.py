@@ -114,6 +114,7 @@ def save_overlaid_curves(histories: dict[str, list[dict]], path: Path) -> None:
                 ax.plot(*zip(*points), style, marker="o", markersize=2, label=label + suffix)
                 break
     ax.set_xlabel("epoch")
+    ax.xaxis.get_major_locator().set_params(integer=True)  # epochs are whole numbers
     ax.set_ylabel("ELBO, nats per image (validation; test where marked)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)

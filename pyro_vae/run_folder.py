@@ -345,11 +345,27 @@ class RunFolder:
                     f"{estimate.ess[i]:.2f}",
                 ]
             )
+        summary = {**(extra or {}), **estimate.summary, "warning": estimate.warning}
+        summary.setdefault("num_samples", estimate.num_samples)
+        kept = self.kept_evaluation(summary)
+        kept.parent.mkdir(exist_ok=True)
+        write_text_atomically(kept.with_suffix(".csv"), out.getvalue())
+        write_text_atomically(kept, _json(summary))
         write_text_atomically(self.per_image_file, out.getvalue())
         save_khat_plot(estimate.khat, KHAT_THRESHOLD, self.khat_file)
-        self.write_evaluation_summary({**(extra or {}), **estimate.summary,
-                                       "warning": estimate.warning})  # fmt: skip
-        return [self.evaluation_file, self.per_image_file, self.khat_file]
+        self.write_evaluation_summary(summary)
+        return [self.evaluation_file, self.per_image_file, self.khat_file, kept]
+
+    def kept_evaluation(self, summary: dict) -> Path:
+        """Where an evaluation is kept for good, named by what it measured:
+        ``evaluations/SPLIT-is-K5000-10000images.json`` (and its CSV); the run folder's
+        ``evaluation.json`` is only the latest."""
+        name = (
+            f"{summary.get('split', 'test')}-{summary.get('method', 'is')}-"
+            f"K{summary['num_samples']}-"
+            f"{summary['num_images']}images.json"
+        )
+        return self.path / "evaluations" / name
 
     def write_evaluation_summary(self, summary: dict) -> None:
         """``evaluation.json`` alone (``pyro-vae evaluate --elbo-only``); JSON has no inf or

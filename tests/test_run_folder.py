@@ -119,3 +119,32 @@ def test_a_checkpoint_of_another_model_is_refused_on_resume(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "does not fit the run of its config.json" in err and "Traceback" not in err
     assert time.monotonic() - started < 60
+
+
+def test_evaluations_are_kept_by_what_they_measured(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", *SMALL, "--out", str(run)]) == 0
+    for k, images in (("30", "10"), ("20", "5")):
+        assert main(["evaluate", str(run), "--num-samples", k, "--max-images", images,
+                     "--quiet"]) == 0  # fmt: skip
+    kept = sorted(p.name for p in (run / "evaluations").iterdir())
+    assert kept == ["test-is-K20-5images.csv", "test-is-K20-5images.json",
+                    "test-is-K30-10images.csv", "test-is-K30-10images.json"]  # fmt: skip
+    assert "evaluations/test-is-K20-5images.json" in capsys.readouterr().out
+    assert json.loads((run / "evaluation.json").read_text())["num_images"] == 5  # the latest
+
+
+def test_a_yaml_config_is_refused_naming_the_formats(tmp_path, capsys):
+    (tmp_path / "c.yaml").write_text("epochs: 1\n")
+    assert main(["train", "--config", str(tmp_path / "c.yaml"), "--out", str(tmp_path / "r")]) == 2
+    assert "is YAML; use JSON or TOML" in capsys.readouterr().err
+
+
+def test_early_stopping_says_when_and_prints_the_best_epochs_test_elbo(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", "--epochs", "30", "--early-stopping", "1", "--lr", "0.05",
+                 "--hidden-dims", "16", "--latent-dim", "2", "--quiet", "--no-tensorboard",
+                 "--out", str(run)]) == 0  # fmt: skip
+    out = capsys.readouterr().out
+    assert "early stopping: no better validation ELBO for 1 epochs" in out
+    assert "the best validation ELBO's, kept in best.pt" in out
