@@ -423,8 +423,8 @@ def _train(args: argparse.Namespace) -> None:
 
 
 def images_digest(images) -> str:
-    """The SHA-256 of the images an evaluation scores (their bytes, in order): two
-    evaluations are paired image by image only where theirs agree."""
+    """The SHA-256 of a split's images (their bytes, in order): two evaluations are paired
+    image by image, over the first images both scored, only where theirs agree."""
     import hashlib
 
     return hashlib.sha256(images.contiguous().cpu().numpy().tobytes()).hexdigest()
@@ -458,7 +458,8 @@ def _evaluate(args: argparse.Namespace) -> None:
     with process_group(device) as group:
         run = _load_run(args)
         result = {"split": args.split, "dataset": run.config.dataset, "method": args.method}
-        result["images_sha256"] = images_digest(run.data.split(args.split)[: args.max_images])
+        # the whole split's: its first N images are the N an evaluation scores
+        result["split_sha256"] = images_digest(run.data.split(args.split))
         if args.method == "is":
             result["num_samples"] = args.num_samples
         if group.is_main:

@@ -100,8 +100,8 @@ def pairing_refusal(run_a: Path, run_b: Path) -> str | None:
         return None
     if a.get("split") != b.get("split"):
         return f"not paired: {a.get('split')} split against {b.get('split')}"
-    if a.get("images_sha256") != b.get("images_sha256"):
-        return "not paired: other images (their digests differ)"
+    if a.get("split_sha256") != b.get("split_sha256"):
+        return "not paired: other images (the splits' digests differ)"
     for run, summary in ((run_a, a), (run_b, b)):
         rows = len(per_image_log_likelihood(run))
         if rows and summary.get("num_images") not in (None, rows):

@@ -23,7 +23,7 @@ def test_compare_shows_what_differs_and_what_was_measured(tmp_path, capsys):
     # Only the field that differs; then the measures.
     assert columns == [
         "run", "latent_dim", "epochs_trained", "best_valid_elbo", "test_elbo",
-        "log_likelihood", "khat_above_0.7",
+        "log_likelihood", "khat_above_0.7", "estimate", "images",
     ]  # fmt: skip
     cells = [[c.strip() for c in line.strip("|").split("|")] for line in lines]
     assert [row[1] for row in cells] == ["4", "6"] and [row[2] for row in cells] == ["2", "2"]

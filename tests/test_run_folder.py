@@ -100,7 +100,7 @@ def test_compare_refuses_to_pair_another_split(tmp_path, capsys):
     assert "not paired: valid split against test" in out
     summary = json.loads((runs[0] / "evaluation.json").read_text())
     assert summary["method"] == "is" and summary["num_samples"] == 20
-    assert len(summary["images_sha256"]) == 64
+    assert len(summary["split_sha256"]) == 64
 
 
 def test_a_checkpoint_of_another_model_is_refused_on_resume(tmp_path, capsys):
