@@ -74,7 +74,9 @@ _NONE_DEFAULT_TYPES = {
 
 
 def one_line(text: str) -> str:
-    """``text`` with newlines and other control characters escaped, so it prints as one line."""
+    """``text`` as one line: line breaks and runs of spaces become one space (a library's
+    wrapped message reads as text), other control characters are escaped."""
+    text = " ".join(text.split())
     return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 

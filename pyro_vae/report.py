@@ -43,7 +43,9 @@ def _table(rows: dict) -> str:
 
 def _fmt(value) -> str:
     if isinstance(value, float):
-        return f"{value:.4f}"
+        return f"{value:.6g}"  # 1e-08 and 0.0005 as they are, not 0.0000
+    if value is None:
+        return "—"
     if isinstance(value, dict):
         return ", ".join(f"{k} {_fmt(v)}" for k, v in value.items())
     return str(value)
@@ -53,7 +55,9 @@ def write_report(run: Run, images: dict[str, Path], latent: dict | None = None) 
     """``report.html`` in the run folder: config, curves, evaluation, and ``images``."""
     run_dir = Path(run.run_dir)
     parts = [f"<h1>pyro-vae run: {html.escape(run_dir.name)}</h1>", "<h2>Configuration</h2>"]
-    parts.append(_table(run.config.to_dict()))
+    used = run.config.to_dict()
+    used["binarize"] = run.data.binarize  # None in the config: the likelihood's default
+    parts.append(_table(used))
     parts.append("<h2>Training</h2>")
     if run.history:
         last = run.history[-1]

@@ -36,3 +36,6 @@ def test_report_is_self_contained_and_complete(trained_run, capsys):
         ref.startswith("data:image/png;base64,") for ref in parser.references
     )
     assert parser.tags.count("img") == 10  # curves, k̂, and the eight viz images
+    # the config as it was used: ε as it is (not 0.0000), the binarization resolved
+    assert "1e-08" in text and "0.0000" not in text
+    assert "binarize dynamic" in " ".join(text.split()) or "dynamic" in parser.text
