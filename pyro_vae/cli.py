@@ -422,6 +422,27 @@ def _train(args: argparse.Namespace) -> None:
     failure = run_failure(run.history)
     if failure is not None:
         raise UserInputError(f"{failure} (run folder {run.run_dir}, kept)")
+    warn_if_collapsed(run)
+
+
+def warn_if_collapsed(run) -> None:
+    """Warn where no latent unit is active at the end (posterior collapse), naming the
+    usual remedies; registry models without labels (the latent tools' measure)."""
+    from pyro_vae.labels import class_conditional
+    from pyro_vae.latent import ACTIVE_UNIT_THRESHOLD, latent_stats
+
+    if class_conditional(run.model) or not hasattr(run.guide, "posterior"):
+        return
+    images = next(run.data.eval_batches("test", 1000), None)
+    if images is None:
+        return
+    if latent_stats(run.model, run.guide, images, num_draws=16).active_units == 0:
+        warnings.warn(
+            f"no latent unit is active at the end (Cov_x E_q[z_d|x] <= {ACTIVE_UNIT_THRESHOLD} "
+            "for every d): the posterior collapsed onto the prior, and the decoder ignores "
+            "z; a KL warm-up (--kl-warmup-epochs N) or a β below 1 (--beta) usually prevents it",
+            stacklevel=2,
+        )
 
 
 def images_digest(images) -> str:
