@@ -148,3 +148,28 @@ def test_early_stopping_says_when_and_prints_the_best_epochs_test_elbo(tmp_path,
     out = capsys.readouterr().out
     assert "early stopping: no better validation ELBO for 1 epochs" in out
     assert "the best validation ELBO's, kept in best.pt" in out
+
+
+def test_a_full_disk_is_one_line_and_the_last_good_checkpoint_is_kept(
+    tmp_path, monkeypatch, capsys
+):
+    import errno
+
+    import pyro_vae.run_folder as run_folder
+
+    run = tmp_path / "run"
+    assert main(["train", *SMALL, "--out", str(run)]) == 0
+    before = (run / "checkpoint.pt").read_bytes()
+    real = run_folder.save_checkpoint
+
+    def full_disk(path, state):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(run_folder, "save_checkpoint", full_disk)
+    capsys.readouterr()
+    assert main(["train", "--resume", str(run), "--epochs", "2", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "No space left on device" in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
+    assert (run / "checkpoint.pt").read_bytes() == before  # the last good one
+    monkeypatch.setattr(run_folder, "save_checkpoint", real)
