@@ -37,6 +37,7 @@ from pyro_vae.schedules import best_epoch, patience_exhausted
 from pyro_vae.trainer import TrainingInterrupted
 
 EXIT_USAGE = 2
+COLLAPSE_CHECK_EPOCHS = 20
 EXIT_INTERRUPTED = 130
 
 _DEFAULTS = TrainConfig()
@@ -427,11 +428,15 @@ def _train(args: argparse.Namespace) -> None:
 
 def warn_if_collapsed(run) -> None:
     """Warn where no latent unit is active at the end (posterior collapse), naming the
-    usual remedies; registry models without labels (the latent tools' measure)."""
+    usual remedies; registry models without labels (the latent tools' measure), after
+    COLLAPSE_CHECK_EPOCHS epochs or more (in the first few, units are often not yet awake:
+    the default digits run has none active after 10 epochs, several after 100)."""
     from pyro_vae.labels import class_conditional
     from pyro_vae.latent import ACTIVE_UNIT_THRESHOLD, latent_stats
 
     if class_conditional(run.model) or not hasattr(run.guide, "posterior"):
+        return
+    if run.history[-1]["epoch"] < COLLAPSE_CHECK_EPOCHS:
         return
     images = next(run.data.eval_batches("test", 1000), None)
     if images is None:

@@ -386,7 +386,7 @@ def test_a_relative_npz_path_is_stored_absolute(tmp_path, monkeypatch, capsys):
 
 
 def test_a_collapsed_posterior_is_warned_about_naming_the_remedies(tmp_path, capsys):
-    assert main(["train", "--epochs", "3", "--beta", "30", "--out", str(tmp_path / "r"),
-                 "--quiet", "--no-tensorboard"]) == 0  # fmt: skip
+    assert main(["train", "--epochs", "20", "--beta", "30", "--hidden-dims", "32",
+                 "--out", str(tmp_path / "r"), "--quiet", "--no-tensorboard"]) == 0  # fmt: skip
     err = capsys.readouterr().err
     assert "no latent unit is active at the end" in err and "--kl-warmup-epochs" in err
