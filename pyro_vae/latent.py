@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from pyro_vae.checkpoint import write_text_atomically
 from pyro_vae.evaluation import EVAL_SEED, eval_mode, fixed_seed
 from pyro_vae.labels import label_arguments
 from pyro_vae.models.priors import VampPrior
@@ -186,7 +187,7 @@ def write_latent_summary(stats: LatentStats, out_dir: Path) -> dict:
         "activity_per_dim": stats.activity.tolist(),
         "num_test_images": int(stats.means.shape[0]),
     }
-    (out_dir / "latent.json").write_text(json.dumps(summary, indent=2) + "\n")
+    write_text_atomically(out_dir / "latent.json", json.dumps(summary, indent=2) + "\n")
     return summary
 
 

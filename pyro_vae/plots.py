@@ -8,6 +8,8 @@ import torch
 from torch.nn import functional as F
 from torchvision.utils import make_grid, save_image
 
+from pyro_vae.checkpoint import write_atomically
+
 # Small images (8x8 digits) are scaled up by whole pixels so a grid is readable.
 MIN_DISPLAY_SIZE = 28
 
@@ -33,8 +35,18 @@ def image_grid(images: torch.Tensor, nrow: int = 8) -> torch.Tensor:
 
 
 def save_image_grid(images: torch.Tensor, path: Path, nrow: int = 8) -> None:
-    """Write ``(N, C, H, W)`` images with values in [0, 1] as one PNG grid."""
-    save_image(image_grid(images, nrow), path)
+    """Write ``(N, C, H, W)`` images with values in [0, 1] as one PNG grid (atomically)."""
+    grid = image_grid(images, nrow)
+    write_atomically(path, lambda f: save_image(grid, f, format=_format(path)))
+
+
+def save_figure(fig, path: Path) -> None:
+    """A matplotlib figure written atomically: a kill leaves the old image or the new one."""
+    write_atomically(path, lambda f: fig.savefig(f, format=_format(path)))
+
+
+def _format(path: Path) -> str:
+    return Path(path).suffix.lstrip(".").lower() or "png"
 
 
 def reconstruction_rows(
@@ -95,7 +107,7 @@ def save_curves(history: list[dict], path: Path, title: str | None = None) -> No
     if title:
         fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    fig.savefig(path)
+    save_figure(fig, path)
     plt.close(fig)
 
 
@@ -119,7 +131,7 @@ def save_overlaid_curves(histories: dict[str, list[dict]], path: Path) -> None:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path)
+    save_figure(fig, path)
     plt.close(fig)
 
 
@@ -181,7 +193,7 @@ def save_late_curves(
     if title:
         fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    fig.savefig(path)
+    save_figure(fig, path)
     plt.close(fig)
 
 
@@ -205,7 +217,7 @@ def save_khat_plot(khat, threshold: float, path: Path) -> None:
     share = float(np.mean(values > threshold))
     fig.suptitle(f"PSIS k̂ of the importance weights: {share:.1%} above {threshold}")
     fig.tight_layout()
-    fig.savefig(path)
+    save_figure(fig, path)
     plt.close(fig)
 
 
@@ -225,5 +237,5 @@ def save_latent_map(points, labels, path: Path, method: str) -> None:
     ax.legend(markerscale=3, fontsize=8, loc="best", ncol=2)
     ax.set_title(f"Latent means of the test set ({method})")
     fig.tight_layout()
-    fig.savefig(path)
+    save_figure(fig, path)
     plt.close(fig)

@@ -10,6 +10,7 @@ import html
 import json
 from pathlib import Path
 
+from pyro_vae.checkpoint import write_text_atomically
 from pyro_vae.run import Run
 from pyro_vae.run_folder import RunFolder
 
@@ -91,5 +92,5 @@ def write_report(run: Run, images: dict[str, Path], latent: dict | None = None) 
         f"<body>{''.join(parts)}</body></html>\n"
     )
     out = run_dir / REPORT_NAME
-    out.write_text(page, encoding="utf-8")
+    write_text_atomically(out, page)
     return out

@@ -53,6 +53,7 @@ import pyro.infer
 import torch
 from torch import nn
 
+from pyro_vae.checkpoint import write_text_atomically
 from pyro_vae.config import TrainConfig
 from pyro_vae.data import ImageData, TrainingBatches
 from pyro_vae.errors import UserInputError
@@ -111,7 +112,7 @@ def choose_labelled(labels: torch.Tensor, count: int, num_classes: int, seed: in
 def write_labelled(folder: RunFolder, index: torch.Tensor, labels: torch.Tensor) -> None:
     """RUN_DIR/labelled.json: which training images kept their label, and the labels."""
     record = {"train_index": index.tolist(), "labels": labels[index].tolist()}
-    folder.labelled_file.write_text(json.dumps(record) + "\n")
+    write_text_atomically(folder.labelled_file, json.dumps(record) + "\n")
 
 
 @dataclass
