@@ -357,6 +357,7 @@ def train_config_from_args(args: argparse.Namespace) -> TrainConfig:
     # The file's fields, then the flags given beside it (a flag wins).
     given = {**(read_config_file(args.config) if args.config else {}), **given}
     asked = [*environment_plugins(), *args.imports]
+    stored = None
     if args.resume is not None:
         stored = RunFolder(args.resume).resume_config(None)  # refuses a missing folder
         import_plugins(stored.plugins, needed_by=f"run {args.resume}")
@@ -374,8 +375,7 @@ def train_config_from_args(args: argparse.Namespace) -> TrainConfig:
             raise UserInputError(
                 "--resume and --out conflict: a resumed run continues in its own folder"
             )
-        stored = RunFolder(args.resume).resume_config(None).to_dict()
-        config = TrainConfig.from_dict({**stored, **given})
+        config = TrainConfig.from_dict({**stored.to_dict(), **given})
     validate(config)
     check_names(config)
     return config
