@@ -481,6 +481,7 @@ class BDMCResult:
     """On images simulated from the model, per number of annealing steps: the forward
     (lower) and reverse (upper) estimates per image, and the IS estimate on the same images."""
 
+    settings: AnnealingSettings  # num_steps aside, the settings of every run
     steps: list[int]
     lower: dict[int, np.ndarray]
     upper: dict[int, np.ndarray]
@@ -499,8 +500,9 @@ class BDMCResult:
                 row["upper_minus_importance"] = upper - float(self.importance.mean())
             rows.append(row)
         n = len(next(iter(self.lower.values())))
-        return {"method": "bdmc", "num_images": n, "num_samples": self.num_samples,
-                "rows": rows, "seconds": self.seconds}  # fmt: skip
+        settings = {k: v for k, v in vars(self.settings).items() if k != "num_steps"}
+        return {"method": "bdmc", **settings, "num_images": n,
+                "num_samples": self.num_samples, "rows": rows, "seconds": self.seconds}  # fmt: skip
 
 
 def simulate(model: Callable, num_images: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -572,5 +574,5 @@ def bdmc(
         importance = importance_log_likelihood(
             model, guide, x, num_samples, seed=seed, data_plate=data_plate
         ).log_likelihood
-    return BDMCResult(list(steps), lower, upper, importance, num_samples,
+    return BDMCResult(settings, list(steps), lower, upper, importance, num_samples,
                       time.perf_counter() - began)  # fmt: skip

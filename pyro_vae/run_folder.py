@@ -55,7 +55,7 @@ METRICS_NAME = "metrics.jsonl"
 LABELLED_NAME = "labelled.json"
 EVALUATION_NAME = "evaluation.json"
 PER_IMAGE_NAME = "evaluation_per_datapoint.csv"
-AIS_NAME, AIS_PER_IMAGE_NAME = "evaluation-ais.json", "evaluation-ais_per_datapoint.csv"
+AIS_NAME = "evaluation-ais.json"  # and its CSV, evaluation-ais_per_datapoint.csv
 BDMC_NAME = "evaluation-bdmc.json"
 KHAT_NAME = "khat.png"
 CHECKPOINTS = ("best", "last")  # which parameters load_run takes
@@ -358,13 +358,20 @@ class RunFolder:
 
     def kept_evaluation(self, summary: dict) -> Path:
         """Where an evaluation is kept for good, named by what it measured:
-        ``evaluations/SPLIT-is-K5000-10000images.json`` (and its CSV); the run folder's
-        ``evaluation.json`` is only the latest."""
-        name = (
-            f"{summary.get('split', 'test')}-{summary.get('method', 'is')}-"
-            f"K{summary['num_samples']}-"
-            f"{summary['num_images']}images.json"
-        )
+        ``evaluations/SPLIT-is-K5000-10000images.json``, ``SPLIT-ais-T1000xC16-500images.json``
+        or ``simulated-bdmc-T10-100-1000xC16-100images.json`` (each with its CSV); the run
+        folder's ``evaluation.json`` (``evaluation-ais.json``, ``evaluation-bdmc.json``) is
+        only the latest of its method."""
+        method = summary.get("method", "is")
+        if method == "is":
+            budget = f"K{summary['num_samples']}"
+        elif method == "ais":
+            budget = f"T{summary['num_steps']}xC{summary['num_chains']}"
+        else:
+            steps = "-".join(str(row["steps"]) for row in summary["rows"])
+            budget = f"T{steps}xC{summary['num_chains']}"
+        split = summary.get("split", "test") if method != "bdmc" else "simulated"
+        name = f"{split}-{method}-{budget}-{summary['num_images']}images.json"
         return self.path / "evaluations" / name
 
     def write_evaluation_summary(self, summary: dict) -> None:
@@ -372,11 +379,22 @@ class RunFolder:
         NaN, so such values are written as null."""
         write_text_atomically(self.evaluation_file, _json(summary))
 
+    def _keep(self, summary: dict, table: str, latest: Path) -> list[Path]:
+        """The summary and its per-image CSV ``table``, kept under ``evaluations/`` and as
+        the latest of their method (``latest`` and its CSV): the CSV first, so a JSON that is
+        there always describes the CSV beside it."""
+        kept = self.kept_evaluation(summary)
+        kept.parent.mkdir(exist_ok=True)
+        latest_table = latest.with_name(latest.stem + "_per_datapoint.csv")
+        for path, text in ((kept.with_suffix(".csv"), table), (kept, _json(summary)),
+                           (latest_table, table), (latest, _json(summary))):  # fmt: skip
+            write_text_atomically(path, text)
+        return [latest, latest_table, kept]
+
     def write_ais_evaluation(self, estimate, extra: dict | None = None) -> list[Path]:
         """``evaluation-ais.json`` (the summary of an ``AISEstimate``) and its per-image CSV:
-        log p̂(x), its standard error over the chains, the ESS and the acceptance."""
-        summary = self.path / AIS_NAME
-        write_text_atomically(summary, _json({**(extra or {}), **estimate.summary}))
+        log p̂(x), its standard error over the chains, the ESS and the acceptance; kept under
+        ``evaluations/`` as well (:meth:`kept_evaluation`)."""
         count = len(estimate.log_likelihood)
         labels = estimate.labels if estimate.labels is not None else np.full(count, -1)
         rows = ["index,label,log_likelihood,chain_standard_error,ess,acceptance"]
@@ -385,14 +403,24 @@ class RunFolder:
             f"{estimate.standard_error[i]:.6f},{estimate.ess[i]:.3f},{estimate.acceptance[i]:.4f}"
             for i in range(count)
         ]
-        write_text_atomically(self.path / AIS_PER_IMAGE_NAME, "\n".join(rows) + "\n")
-        return [summary, self.path / AIS_PER_IMAGE_NAME]
+        summary = {**(extra or {}), **estimate.summary}
+        return self._keep(summary, "\n".join(rows) + "\n", self.path / AIS_NAME)
 
     def write_bdmc(self, result, extra: dict | None = None) -> list[Path]:
-        """``evaluation-bdmc.json``: the sandwich at each number of steps."""
-        path = self.path / BDMC_NAME
-        write_text_atomically(path, _json({**(extra or {}), **result.summary}))
-        return [path]
+        """``evaluation-bdmc.json``, the sandwich at each number of steps, and per simulated
+        image the lower and upper bound at each (and the IS estimate where computed); kept
+        under ``evaluations/`` as well."""
+        summary = {**(extra or {}), **result.summary}
+        columns = [f"{side}_T{steps}" for steps in result.steps for side in ("lower", "upper")]
+        values = [result.lower[s] if side == "lower" else result.upper[s]
+                  for s in result.steps for side in ("lower", "upper")]  # fmt: skip
+        if result.importance is not None:
+            columns.append(f"importance_K{result.num_samples}")
+            values.append(result.importance)
+        rows = [",".join(["index", *columns])]
+        rows += [",".join([str(i)] + [f"{v[i]:.6f}" for v in values])
+                 for i in range(len(values[0]))]  # fmt: skip
+        return self._keep(summary, "\n".join(rows) + "\n", self.path / BDMC_NAME)
 
     def resume_config(self, asked: TrainConfig | None) -> TrainConfig:
         """The stored config, with the changes ``asked`` may make on resume."""

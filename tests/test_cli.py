@@ -83,7 +83,7 @@ def test_version(capsys):
     assert capsys.readouterr().out.strip() == f"pyro-vae {version('pyro-vae')}"
 
 
-def test_a_user_pair_run_is_refused_by_evaluate_in_one_line(tmp_path, capsys):
+def test_a_user_pair_run_without_a_builder_is_refused_by_evaluate_in_one_line(tmp_path, capsys):
     from pyro_vae import TrainConfig, train_pair
     from tests.linear_gaussian import PIXELS, LinearGaussian
     from tests.user_pairs import PyroDecoder, PyroEncoder
@@ -93,7 +93,8 @@ def test_a_user_pair_run_is_refused_by_evaluate_in_one_line(tmp_path, capsys):
     train_pair(PyroDecoder(), PyroEncoder(), x, config, tmp_path, progress=False)
     code, _, err = run_cli(["evaluate", tmp_path], capsys)
     assert code == 2 and err.count("\n") == 1
-    assert "user's own model/guide pair" in err and "importance_log_likelihood" in err
+    assert "user's own model/guide pair trained without a builder" in err
+    assert "pyro_vae.load_pair(run_dir, model, guide)" in err and "builder=" in err
 
 
 @pytest.mark.parametrize(
@@ -356,7 +357,20 @@ def test_evaluate_by_ais_and_bdmc_writes_files_of_its_own(tmp_path, capsys):
                  "--bdmc-images", "4", "--num-samples", "20", *common]) == 0  # fmt: skip
     bdmc = json.loads((run_dir / "evaluation-bdmc.json").read_text())
     assert [row["steps"] for row in bdmc["rows"]] == [2, 4]
+    assert (bdmc["num_chains"], bdmc["leapfrog_steps"]) == (3, 2)
+    rows = (run_dir / "evaluation-bdmc_per_datapoint.csv").read_text().splitlines()
+    assert rows[0] == "index,lower_T2,upper_T2,lower_T4,upper_T4,importance_K20"
+    assert len(rows) == 5
     assert (run_dir / "evaluation.json").read_text() == importance  # the IS files stay
+    # every evaluation is kept, named by its method, budget and images
+    kept = sorted(p.name for p in (run_dir / "evaluations").iterdir())
+    assert kept == [
+        "simulated-bdmc-T2-4xC3-4images.csv", "simulated-bdmc-T2-4xC3-4images.json",
+        "test-ais-T5xC3-8images.csv", "test-ais-T5xC3-8images.json",
+        "test-is-K50-8images.csv", "test-is-K50-8images.json",
+    ]  # fmt: skip
+    out = capsys.readouterr().out
+    assert "evaluations/simulated-bdmc-T2-4xC3-4images.json" in out
     assert main(["evaluate", str(run_dir), "--method", "ais", "--chains", "0", "--quiet"]) == 2
     assert "num_chains must be an integer >= 1, got 0" in capsys.readouterr().err
 
