@@ -203,16 +203,24 @@ class Figures:
         self.written[caption] = self.out_dir / name
         return self.written[caption]
 
-    def grid(self, caption: str, name: str, rows: list[torch.Tensor], nrow: int) -> None:
+    def grid(
+        self,
+        caption: str,
+        name: str,
+        rows: list[torch.Tensor],
+        nrow: int,
+        row_labels: list[str] | None = None,
+    ) -> None:
+        """``rows`` as one grid in ``name``, the caption (and row labels) drawn into it."""
         from pyro_vae.plots import save_image_grid
 
-        save_image_grid(torch.cat(rows), self.path(caption, name), nrow=nrow)
+        save_image_grid(torch.cat(rows), self.path(caption, name), nrow, caption, row_labels)
 
     def reconstructions(self, images: torch.Tensor, recons: torch.Tensor) -> None:
-        from pyro_vae.plots import save_reconstructions
+        from pyro_vae.plots import RECONSTRUCTIONS_CAPTION, save_reconstructions
 
-        caption = "Test images (odd rows) above their reconstructions"
-        save_reconstructions(images, recons, self.path(caption, "reconstructions.png"))
+        path = self.path(RECONSTRUCTIONS_CAPTION, "reconstructions.png")
+        save_reconstructions(images, recons, path)
 
     def latent_map(self, caption: str, points, labels: torch.Tensor, method: str) -> None:
         from pyro_vae.plots import save_latent_map
@@ -234,7 +242,7 @@ def write_latent_images(
     """The images of ``pyro-vae viz`` in ``out_dir``: ({caption: path}, JSON summary)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     model, guide, data = run.model, run.guide, run.data
-    images, labels = data.test.float() / 255, data.test_labels
+    images, labels = data.inputs("test"), data.test_labels
     figures = Figures(out_dir)
     with eval_mode(model, guide):
         stats = latent_stats(model, guide, images)
@@ -247,7 +255,8 @@ def write_latent_images(
             f"Traversals from the prior mean, ±3 prior standard deviations, one row per "
             f"latent dimension by decreasing average KL: {dims.tolist()}"
         )
-        figures.grid(caption, "traversals.png", [model.decode_mean(codes)], 9)
+        rows = [f"z[{d}]" for d in dims.tolist()]
+        figures.grid(caption, "traversals.png", [model.decode_mean(codes)], 9, rows)
         maps = {"PCA": pca_2d(stats.means)}
         if tsne:
             from sklearn.manifold import TSNE
@@ -335,14 +344,15 @@ def write_class_images(run, out_dir: Path) -> tuple[dict[str, Path], dict]:
     classes = model.num_classes
     figures = Figures(out_dir)
     with eval_mode(model, guide):
-        images, labels = data.test.float() / 255, data.test_labels
+        images, labels = data.inputs("test"), data.test_labels
         stats = latent_stats(model, guide, images, labels=labels)
         with fixed_seed(EVAL_SEED, images.device):
             caption = (
                 "Samples per class: row y shows E[x | y, z], one z ~ p(z) per column shared "
                 "down the column (one style, every class)"
             )
-            figures.grid(caption, "class_samples.png", [model.class_samples(10)], 10)
+            figures.grid(caption, "class_samples.png", [model.class_samples(10)], 10,
+                     [f"y = {y}" for y in range(classes)])  # fmt: skip
         caption = (
             "Analogies (Kingma et al. 2014, fig. 1): a test image (first column), then its "
             "code z = q's mean at its label, decoded under every class 0, 1, ..."

@@ -34,10 +34,47 @@ def image_grid(images: torch.Tensor, nrow: int = 8) -> torch.Tensor:
     return make_grid(_upscale(images.detach().float().cpu().clamp(0, 1)), nrow=nrow, padding=2)
 
 
-def save_image_grid(images: torch.Tensor, path: Path, nrow: int = 8) -> None:
-    """Write ``(N, C, H, W)`` images with values in [0, 1] as one PNG grid (atomically)."""
+def save_image_grid(
+    images: torch.Tensor,
+    path: Path,
+    nrow: int = 8,
+    caption: str | None = None,
+    row_labels: list[str] | None = None,
+) -> None:
+    """Write ``(N, C, H, W)`` images with values in [0, 1] as one PNG grid (atomically);
+    with a ``caption`` (above, wrapped) or ``row_labels`` (left of each row), drawn into the
+    image, so the file says what it shows wherever it is opened."""
     grid = image_grid(images, nrow)
-    write_atomically(path, lambda f: save_image(grid, f, format=_format(path)))
+    if caption is None and row_labels is None:
+        write_atomically(path, lambda f: save_image(grid, f, format=_format(path)))
+        return
+    import textwrap
+
+    plt = _pyplot()
+    dpi, height, width = 100, grid.shape[1], grid.shape[2]
+    margin = 1.2 if row_labels else 0.1  # inches left for the labels
+    lines = textwrap.wrap(caption or "", max(30, int((width / dpi + margin) * 14)))
+    top = 0.2 + 0.18 * len(lines)
+    fig = plt.figure(figsize=(width / dpi + margin + 0.1, height / dpi + top + 0.1), dpi=dpi)
+    inches_wide, inches_high = fig.get_figwidth(), fig.get_figheight()
+    ax = fig.add_axes((margin / inches_wide, 0.1 / inches_high,
+                       width / dpi / inches_wide, height / dpi / inches_high))  # fmt: skip
+    ax.imshow(grid.permute(1, 2, 0).numpy(), interpolation="nearest")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    for side in ax.spines.values():
+        side.set_visible(False)
+    if row_labels:
+        rows = -(-images.shape[0] // nrow)
+        step = height / rows
+        ax.set_yticks([step * (i + 0.5) for i in range(rows)], labels=row_labels[:rows],
+                      fontsize=8)  # fmt: skip
+        ax.tick_params(left=False)
+    if lines:
+        fig.text(0.5, 1 - 0.08 / fig.get_figheight(), "\n".join(lines), ha="center", va="top",
+                 fontsize=9)  # fmt: skip
+    save_figure(fig, path)
+    plt.close(fig)
 
 
 def save_figure(fig, path: Path) -> None:
@@ -62,11 +99,17 @@ def reconstruction_rows(
     return torch.cat(rows).cpu(), nrow
 
 
+RECONSTRUCTIONS_CAPTION = "Test images (odd rows) above their reconstructions"
+
+
 def save_reconstructions(
     originals: torch.Tensor, reconstructions: torch.Tensor, path: Path
 ) -> None:
+    """Originals above their reconstructions, row by row, each row labelled."""
     images, nrow = reconstruction_rows(originals, reconstructions)
-    save_image_grid(images, path, nrow=nrow)
+    rows = -(-images.shape[0] // nrow)
+    labels = ["test image" if i % 2 == 0 else "reconstruction" for i in range(rows)]
+    save_image_grid(images, path, nrow=nrow, caption=RECONSTRUCTIONS_CAPTION, row_labels=labels)
 
 
 def epoch_series(
@@ -81,7 +124,9 @@ def epoch_series(
     ]
 
 
-def save_curves(history: list[dict], path: Path, title: str | None = None) -> None:
+def save_curves(
+    history: list[dict], path: Path, title: str | None = None, objective: str = "ELBO"
+) -> None:
     """ELBO per data point against epoch for the train, validation and test columns; beside
     it, where the history holds them, the ELBO's KL term on validation and test images (near
     zero: posterior collapse)."""
@@ -99,7 +144,8 @@ def save_curves(history: list[dict], path: Path, title: str | None = None) -> No
     with_kl = any(row.get(f"{split}_kl") is not None for row in history for split in SPLITS)
     fig, axes = plt.subplots(1, 2 if with_kl else 1, figsize=(10 if with_kl else 6, 4), dpi=120)
     elbo_ax = axes[0] if with_kl else axes
-    plot(elbo_ax, (("train_elbo", "train"), ("valid_elbo", "validation"), ("test_elbo", "test")))
+    train = "train" if objective == "ELBO" else f"train: {objective}"
+    plot(elbo_ax, (("train_elbo", train), ("valid_elbo", "validation"), ("test_elbo", "test")))
     elbo_ax.set_ylabel("ELBO (nats per image)")
     if with_kl:
         plot(axes[1], (("valid_kl", "validation"), ("test_kl", "test")))

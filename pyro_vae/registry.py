@@ -382,3 +382,21 @@ def make_elbo(config: TrainConfig, num_train: int | None = None) -> pyro.infer.E
             raise ValueError("make_elbo needs num_train, the training images, for m2")
         return semi_supervised_elbo(config, num_train)
     return lookup("elbo", config.elbo)(config.num_particles)
+
+
+def objective_name(config: TrainConfig) -> str:
+    """What metrics.jsonl's ``train_elbo`` is: minus the loss :func:`make_elbo` trains,
+    named for what it bounds and how it is weighted (the ELBO, the IWAE bound of K
+    particles, m2's objective with its classifier term; β-weighted during a KL warm-up or
+    under β ≠ 1). The validation and test ELBOs are always the plain ELBO."""
+    if config.model == "m2":
+        name = "M2 objective (ELBO terms + α·log q(y|x))"
+    elif config.elbo in ("iwae", "iwae-dreg"):
+        name = f"IWAE bound (K={config.num_particles})"
+    elif config.elbo in ("trace", "meanfield", "stl"):
+        name = "ELBO"
+    else:
+        name = f"objective {config.elbo!r}"
+    if config.kl_warmup_epochs:
+        return f"β-weighted {name} (KL warm-up)"
+    return f"β-weighted {name} (β={config.beta:g})" if config.beta != 1 else name

@@ -32,3 +32,24 @@ def test_late_curves_of_one_run_and_of_two(tmp_path):
     save_late_curves({"Cb": mine, "Bb": theirs}, tmp_path / "two.png", window=10, title="t")
     assert (tmp_path / "one.png").stat().st_size > 1000
     assert (tmp_path / "two.png").stat().st_size > (tmp_path / "one.png").stat().st_size
+
+
+def test_a_caption_and_row_labels_are_drawn_into_the_grid(tmp_path):
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from pyro_vae.plots import image_grid, save_image_grid, save_reconstructions
+
+    images = torch.rand(18, 1, 28, 28)
+    save_image_grid(images, tmp_path / "plain.png", nrow=9)
+    plain = np.asarray(Image.open(tmp_path / "plain.png"))
+    assert plain.shape[:2] == tuple(image_grid(images, 9).shape[1:])  # pixels alone
+    save_image_grid(images, tmp_path / "c.png", 9, "What this shows", ["z[0]", "z[1]"])
+    captioned = np.asarray(Image.open(tmp_path / "c.png").convert("L"))
+    # room above for the caption and left for the labels, and ink in both
+    assert captioned.shape[0] > plain.shape[0] + 20 and captioned.shape[1] > plain.shape[1] + 60
+    left = captioned.shape[1] - plain.shape[1] - 15  # the columns left of the grid
+    assert (captioned[:20] < 128).any() and (captioned[-plain.shape[0] :, :left] < 128).any()
+    save_reconstructions(images[:8], images[8:16], tmp_path / "r.png")
+    assert np.asarray(Image.open(tmp_path / "r.png")).shape[1] > image_grid(images[:8]).shape[2]

@@ -2,7 +2,7 @@ import pytest
 import torch
 from pyro_vae.models import StandardNormalPrior
 
-from pyro_vae import REGISTRY, UserInputError, build_vae, register, train
+from pyro_vae import REGISTRY, TrainConfig, UserInputError, build_vae, register, train
 from pyro_vae.registry import lookup
 from tests.conftest import small_config
 
@@ -48,3 +48,29 @@ def test_registered_entry_is_used_by_name(tmp_path):
 def test_register_refuses_an_unknown_kind():
     with pytest.raises(UserInputError, match="valid kinds: likelihood, encoder, guide, prior"):
         register("posterior", "x", object)
+
+
+@pytest.mark.parametrize(
+    "changes, name",
+    [
+        ({}, "ELBO"),
+        ({"elbo": "stl"}, "ELBO"),
+        ({"elbo": "iwae", "num_particles": 5}, "IWAE bound (K=5)"),
+        ({"elbo": "iwae-dreg", "num_particles": 50}, "IWAE bound (K=50)"),
+        ({"beta": 4.0}, "β-weighted ELBO (β=4)"),
+        ({"kl_warmup_epochs": 100}, "β-weighted ELBO (KL warm-up)"),
+        ({"model": "m2", "labels": 100}, "M2 objective (ELBO terms + α·log q(y|x))"),
+    ],
+)
+def test_the_training_objective_is_named_for_what_it_is(changes, name):
+    from pyro_vae.registry import objective_name
+
+    assert objective_name(TrainConfig(**changes)) == name
+
+
+def test_the_cli_names_the_objective_it_trained(tmp_path, capsys):
+    from pyro_vae.cli import main
+
+    flags = ["--elbo", "iwae", "--num-particles", "3", "--epochs", "1", "--quiet"]
+    assert main(["train", *flags, "--out", str(tmp_path / "r")]) == 0
+    assert "train IWAE bound (K=3): " in capsys.readouterr().out
