@@ -36,7 +36,7 @@ def log_likelihood(
     :func:`~pyro_vae.importance.importance_log_likelihood`); under torchrun, ``group`` shares
     the images out among the ranks, with the same result.
     """
-    images, labels = run.data.split(split), run.data.split_labels(split)
+    images, labels = run.data.inputs(split), run.data.split_labels(split)
     if max_images is not None:
         if isinstance(max_images, bool) or not isinstance(max_images, int) or max_images < 1:
             raise UserInputError(f"max_images must be an integer >= 1, got {max_images!r}")
@@ -46,7 +46,7 @@ def log_likelihood(
         estimate = importance_log_likelihood(
             run.model,
             run.guide,
-            images.float() / 255,
+            images,
             num_samples,
             max_elements=max_elements,
             labels=labels,
@@ -54,7 +54,8 @@ def log_likelihood(
             group=group,
             condition_on_labels=needs_labels(run.model),  # cvae: log p(x|y)
         )
-    if getattr(run.model.likelihood, "discrete", False):  # a probability mass: bits per dim
+    likelihood = getattr(run.model, "likelihood", None)  # none named in a user pair
+    if getattr(likelihood, "discrete", False):  # a probability mass: bits per dim
         dims = math.prod(images.shape[1:])
         nats = estimate.summary["log_likelihood"]
         estimate.summary["bits_per_dim"] = -nats / (dims * math.log(2))

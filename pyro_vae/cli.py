@@ -19,6 +19,7 @@ from pyro_vae.ais import STARTS as AIS_STARTS
 from pyro_vae.config import (
     DEVICES,
     RESUMABLE_CHANGES,
+    USER_PAIR,
     TrainConfig,
     read_config_file,
     validate,
@@ -382,6 +383,7 @@ def train_config_from_args(args: argparse.Namespace) -> TrainConfig:
 
 
 def _train(args: argparse.Namespace) -> None:
+    from pyro_vae.registry import objective_name
     from pyro_vae.trainer import train
 
     config = train_config_from_args(args)
@@ -396,7 +398,8 @@ def _train(args: argparse.Namespace) -> None:
     if final["train_elbo"] is not None:
         seconds = sum(row["seconds"] for row in run.history[1:])
         print(
-            f"train ELBO: {final['train_elbo']:.3f} nats per image (last epoch); "
+            f"train {objective_name(run.config)}: {final['train_elbo']:.3f} nats per image "
+            "(last epoch); "
             f"{seconds:.2f} s of training, loss {final.get('compile', 'eager')}, "
             f"{run.config.precision}"
         )
@@ -567,12 +570,12 @@ def _evaluate_by_annealing(args: argparse.Namespace, run, result: dict) -> None:
             print(f"{row['steps']} steps: lower {row['lower']:.3f}, upper {row['upper']:.3f}, "
                   f"gap {row['gap']:.3f}{inside}")  # fmt: skip
     else:
-        images, labels = run.data.split(args.split), run.data.split_labels(args.split)
+        images, labels = run.data.inputs(args.split), run.data.split_labels(args.split)
         if args.max_images is not None:
             images, labels = images[: args.max_images], labels[: args.max_images]
         with tqdm(total=images.shape[0], disable=args.quiet, unit="image") as bar:
             estimate = ais_log_likelihood(
-                run.model, run.guide, images.float() / 255, settings,
+                run.model, run.guide, images, settings,
                 max_elements=args.max_elements, labels=labels, progress=bar.update,
                 condition_on_labels=needs_labels(run.model),
             )  # fmt: skip
@@ -596,6 +599,11 @@ def _sample(args: argparse.Namespace) -> None:
     if args.num < 1:
         raise UserInputError(f"--num must be >= 1, got {args.num}")
     run = _load_run(args)
+    if not hasattr(run.model, "sample_means"):
+        raise UserInputError(
+            "this user pair's run has no decoder mean E[x|z] to draw: return "
+            "pyro_vae.PairParts(model, guide, decoder_mean) from its builder"
+        )
     out = args.out or args.run_dir / f"samples-seed{args.seed}.png"
     if out.suffix.lower() not in (".png", ".jpg", ".jpeg", ".pdf", ".svg"):
         raise UserInputError(f"--out {out} names no image format; give a .png file (say {out}.png)")
@@ -615,6 +623,15 @@ def _viz(args: argparse.Namespace) -> None:
         if value < 1:
             raise UserInputError(f"{flag} must be >= 1, got {value}")
     run = _load_run(args)
+    if run.config.model == USER_PAIR:
+        from pyro_vae.run import write_images
+
+        out = args.run_dir / "viz"
+        out.mkdir(exist_ok=True)
+        write_images(run, out)
+        print(f"wrote images to {out}: a user pair's samples, reconstructions and curves (the "
+              "latent-space pictures read the registry's latent layout)")  # fmt: skip
+        return
     missing = [c for c in args.attribute_class if not (run.data.test_labels == c).any()]
     if missing:
         raise UserInputError(

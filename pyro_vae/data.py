@@ -99,6 +99,10 @@ class ImageData:
         self.split(name)  # the same check of the name
         return getattr(self, f"{name}_labels")
 
+    def inputs(self, name: str) -> torch.Tensor:
+        """The split ``name`` as the model takes it: floats in [0, 1] (pixel / 255)."""
+        return self.split(name).float() / 255
+
     def train_batch(self, index: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """The training images at ``index`` as floats, freshly binarized under ``dynamic``."""
         x = self.train[index].float().div_(255)

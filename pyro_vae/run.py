@@ -21,7 +21,7 @@ from pyro_vae.errors import UserInputError
 from pyro_vae.labels import label_arguments
 from pyro_vae.models import VAEModel
 from pyro_vae.plots import save_curves, save_image_grid, save_reconstructions
-from pyro_vae.registry import build_vae, check_names, lookup
+from pyro_vae.registry import build_vae, check_names, lookup, objective_name
 from pyro_vae.run_folder import CHECKPOINTS, RunFolder  # noqa: F401 - CHECKPOINTS: the CLI's
 from pyro_vae.semisupervised import has_labels, label_count
 
@@ -147,12 +147,10 @@ def load_run(run_dir: str | Path, device: str | None = None, checkpoint: str = "
     """
     folder = RunFolder(run_dir)
     config = folder.read_existing_config()
-    if config.model == USER_PAIR:
-        raise UserInputError(
-            f"{run_dir} holds a run of a user's own model/guide pair, which only its code "
-            "can rebuild: build the pair and continue it with pyro_vae.train_pair(..., "
-            "resume=True), or estimate log p(x) with pyro_vae.importance_log_likelihood"
-        )
+    if config.model == USER_PAIR:  # rebuilt through the builder it was trained with
+        from pyro_vae.pairs import load_user_run
+
+        return load_user_run(folder.path, checkpoint, device)
     if device is not None:
         config.device = device
     state, source = folder.read_parameters(checkpoint)
@@ -172,16 +170,18 @@ def write_images(run: Run, out_dir: Path, num_images: int = 64) -> None:
     """samples.png, reconstructions.png and curves.png for ``run`` in ``out_dir``; a model
     without a decoder mean (a user's own pair) gets curves.png alone, and a note."""
     if run.history:
-        save_curves(run.history, out_dir / "curves.png")
+        save_curves(run.history, out_dir / "curves.png", objective=objective_name(run.config))
     if not hasattr(run.model, "sample_means"):
         warnings.warn(
             "samples.png and reconstructions.png skipped: they need the decoder mean "
-            "E[x|z] that the registry's models offer and a user's own model does not",
+            "E[x|z], which a user pair offers through its builder's "
+            "pyro_vae.PairParts(model, guide, decoder_mean)",
             stacklevel=2,
         )
         return
     with torch.no_grad():
-        save_image_grid(run.model.sample_means(num_images), out_dir / "samples.png")
+        save_image_grid(run.model.sample_means(num_images), out_dir / "samples.png",
+                        caption="Samples: E[x | z], z ~ p(z)")  # fmt: skip
         originals = next(run.data.eval_batches("test", 32))
         labels = label_arguments(run.model, run.data.test_labels[:32])
         reconstructions = run.model.reconstruct(run.guide, originals, *labels)

@@ -7,13 +7,21 @@ import sys
 import warnings
 from pathlib import Path
 
+import numpy as np
 import pyro
 import pyro.distributions as dist
 import pytest
 import torch
 from pyro.distributions.constraints import positive
 
-from pyro_vae import TrainConfig, importance_log_likelihood, load_run, train, train_pair
+from pyro_vae import (
+    TrainConfig,
+    importance_log_likelihood,
+    load_pair,
+    load_run,
+    train,
+    train_pair,
+)
 from pyro_vae.checkpoint import load_checkpoint
 from pyro_vae.errors import UserInputError
 from pyro_vae.pairs import PyroProgram, program_parameters
@@ -165,7 +173,7 @@ def test_a_checkpoint_refuses_a_pair_of_other_names_or_shapes(tmp_path):
 
 def test_a_user_pair_run_folder_says_how_it_is_loaded(tmp_path, trained_run):
     train_pair(PyroDecoder(), PyroEncoder(), vectors(), TrainConfig(epochs=1), tmp_path, **QUIET)
-    with pytest.raises(UserInputError, match="user's own model/guide pair.*train_pair"):
+    with pytest.raises(UserInputError, match="pair trained without a builder.*load_pair"):
         load_run(tmp_path)
     with pytest.raises(UserInputError, match="holds a registry run"):
         train_pair(PyroDecoder(), PyroEncoder(), vectors(), None, trained_run.run_dir, resume=True)
@@ -290,7 +298,98 @@ def test_the_pair_checker_names_shapes_dtype_and_a_forgotten_pyro_module(digits,
                 z_loc, z_scale = self.encoder(x)
                 pyro.sample("latent", dist.Normal(z_loc, z_scale).to_event(1))
 
+    pyro.clear_param_store()  # the pairs above registered a decoder of the same names
     forgetful = Forgetful()
     with pytest.raises(UserInputError, match=r"guide's module Forgetful has parameters Pyro"):
         train_pair(forgetful.model, forgetful.guide, train_images,
                    TrainConfig(epochs=1), tmp_path, **QUIET)  # fmt: skip
+
+
+BUILDER = "tests.user_pairs:build_tutorial_vae"
+
+
+@pytest.fixture(scope="module")
+def built_run(digits, tmp_path_factory):
+    """The tutorial VAE trained with a builder: a whole run pyro-vae can rebuild."""
+    train_images, test_images = digits
+    run_dir = tmp_path_factory.mktemp("built") / "run"
+    pyro.clear_param_store()
+    torch.manual_seed(0)
+    parts = __import__("tests.user_pairs", fromlist=["x"]).build_tutorial_vae()
+    config = TrainConfig(epochs=2, batch_size=128, valid_size=137, binarize="dynamic", lr=3e-3)
+    train_pair(parts.model, parts.guide, train_images, config, run_dir,
+               test_images=test_images, builder=BUILDER, **QUIET)  # fmt: skip
+    return run_dir, parts
+
+
+def test_load_pair_gives_back_the_trained_pair_without_its_images(built_run):
+    run_dir, trained = built_run
+    x = torch.bernoulli(torch.full((6, 1, 8, 8), 0.3), generator=torch.Generator().manual_seed(1))
+    expected = importance_log_likelihood(trained.model, trained.guide, x, num_samples=50)
+    fresh = TutorialVAE()  # other weights, and Pyro's param store still holds the trained ones
+    model, guide = load_pair(run_dir, fresh.model, fresh.guide)
+    for ours, theirs in zip(fresh.parameters(), trained.model.__self__.parameters()):
+        torch.testing.assert_close(ours, theirs)
+    assert not fresh.training
+    again = importance_log_likelihood(model, guide, x, num_samples=50)
+    np.testing.assert_allclose(again.log_likelihood, expected.log_likelihood, rtol=0, atol=1e-5)
+    with pytest.raises(UserInputError, match="does not run on images of the run's shape"):
+        load_pair(run_dir, PyroDecoder(), PyroEncoder())
+    other = TutorialVAE()
+    other.decoder.fc4 = torch.nn.Linear(64, 64, bias=False)
+    with pytest.raises(UserInputError, match="decoder\\$\\$\\$fc4.bias missing from the pair"):
+        load_pair(run_dir, other.model, other.guide)
+
+
+def test_a_run_with_a_builder_is_evaluated_sampled_and_drawn_by_the_cli(built_run, capsys):
+    from pyro_vae.cli import main
+
+    run_dir, trained = built_run
+    stored = torch.load(run_dir / "test_images.pt", weights_only=True)["test"]
+    assert stored.dtype == torch.bool and stored.shape == (360, 1, 8, 8)  # binarized once
+    run = load_run(run_dir)
+    torch.testing.assert_close(run.data.inputs("test"), stored.float())
+    assert main(["evaluate", str(run_dir), "--num-samples", "40", "--max-images", "12",
+                 "--quiet"]) == 0  # fmt: skip
+    out = capsys.readouterr().out
+    summary = json.loads((run_dir / "evaluation.json").read_text())
+    direct = importance_log_likelihood(trained.model, trained.guide, stored[:12].float(), 40)
+    assert summary["num_images"] == 12 and "test ELBO" in out
+    assert summary["log_likelihood"] == pytest.approx(direct.summary["log_likelihood"], abs=1e-4)
+    assert main(["sample", str(run_dir), "--num", "9", "--out", str(run_dir / "s.png")]) == 0
+    assert (run_dir / "s.png").is_file()
+    assert main(["viz", str(run_dir)]) == 0
+    assert {p.name for p in (run_dir / "viz").iterdir()} >= {"samples.png", "reconstructions.png"}
+    assert main(["evaluate", str(run_dir), "--method", "ais", "--steps", "3", "--chains", "2",
+                 "--leapfrog-steps", "2", "--max-images", "4", "--quiet"]) == 0  # fmt: skip
+
+
+def test_a_builder_is_checked_when_training_and_when_loading(digits, tmp_path, built_run):
+    from pyro_vae.cli import main
+
+    train_images, _ = digits
+    vae = TutorialVAE()
+    config = TrainConfig(epochs=1, batch_size=128, binarize="dynamic")
+    for builder, message in (("nocolon", "is not 'module:function'"),
+                             ("no_such_module:f", "needs the plug-in module 'no_such_module'"),
+                             ("tests.user_pairs:nothing", "has no function nothing")):  # fmt: skip
+        with pytest.raises(UserInputError, match=message):
+            train_pair(vae.model, vae.guide, train_images[:200], config, tmp_path / builder,
+                       builder=builder, **QUIET)  # fmt: skip
+    run_dir, _ = built_run
+    (run_dir / "test_images.pt").rename(run_dir / "kept.pt")
+    try:
+        (run_dir / "test_images.pt").write_bytes(b"not a tensor file")
+        assert main(["evaluate", str(run_dir), "--elbo-only"]) == 2
+    finally:
+        (run_dir / "kept.pt").replace(run_dir / "test_images.pt")
+
+
+def test_a_second_pair_of_the_same_names_is_told_to_clear_the_param_store(tmp_path):
+    images = torch.rand(50, 1, 8, 8)
+    config = TrainConfig(epochs=1, batch_size=25, binarize="dynamic")
+    first = TutorialVAE()
+    train_pair(first.model, first.guide, images, config, tmp_path / "first", **QUIET)
+    vae = TutorialVAE()  # Pyro's param store still holds the first one's "encoder$$$..."
+    with pytest.raises(UserInputError, match="already holds '(en|de)coder.*clear_param_store"):
+        train_pair(vae.model, vae.guide, images, config, tmp_path, **QUIET)

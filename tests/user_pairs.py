@@ -108,6 +108,15 @@ class PyroEncoder(PyroModule):
             pyro.sample("z", dist.Normal(loc, positive(raw)).to_event(1))
 
 
+def build_tutorial_vae():
+    """The tutorial VAE's builder (``builder="tests.user_pairs:build_tutorial_vae"``): the
+    pair, and its decoder mean E[x | z] for samples and reconstructions."""
+    from pyro_vae import PairParts
+
+    vae = TutorialVAE()
+    return PairParts(vae.model, vae.guide, lambda latent: torch.sigmoid(vae.decoder(latent)))
+
+
 def train_tutorial_vae(run_dir: str) -> None:
     """The tutorial VAE trained on the digits with train_pair: what tests/test_pairs.py runs
     in one process and under torchrun (``python -m tests.user_pairs RUN_DIR``)."""
