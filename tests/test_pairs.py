@@ -263,12 +263,12 @@ def test_a_user_pair_trains_under_torchrun_like_one_process(tmp_path):
     assert state["world_size"] == 2 and state["model"]["_extra_state"][0] == "decoder$$$fc3.weight"
 
 
-def test_the_readme_example_of_a_users_own_pair_runs(tmp_path, monkeypatch, capsys):
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    section = readme.split("### Your own Pyro model and guide", 1)[1]
+def test_the_docs_example_of_a_users_own_pair_runs(tmp_path, monkeypatch, capsys):
+    page = (Path(__file__).resolve().parents[1] / "docs" / "extending.md").read_text()
+    section = page.split("## Your own Pyro model and guide", 1)[1]
     code = section.split("```python\n", 1)[1].split("```", 1)[0]
     monkeypatch.chdir(tmp_path)
-    exec(compile(code, "README.md", "exec"), {"__name__": "readme"})
+    exec(compile(code, "docs/extending.md", "exec"), {"__name__": "docs"})
     log_likelihood, share = map(float, capsys.readouterr().out.split()[-2:])
     assert -40 < log_likelihood < -20 and share < 0.1  # nats per 8x8 digit, reliable weights
     assert (tmp_path / "runs" / "my-vae" / "checkpoint.pt").is_file()
