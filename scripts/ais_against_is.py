@@ -109,6 +109,10 @@ def compare_row(key: str, run_dir: Path, args: argparse.Namespace, out: Path) ->
     khat = np.array([r["khat"] for r in importance])
     sweep = []
     for steps in args.sweep_steps:
+        summary = {"method": "ais", "num_steps": steps, "num_chains": args.chains,
+                   "num_images": args.sweep_images}  # fmt: skip
+        if args.only_kept and not kept(run_dir, summary).is_file():
+            continue  # a row swept over other steps
         path, summary, rows = ais_rows(run_dir, args, steps, args.sweep_images)
         ais = np.array([r["log_likelihood"] for r in rows])
         sweep.append(
@@ -330,6 +334,11 @@ def main() -> None:
     parser.add_argument("--bdmc-images", type=int, default=100)
     parser.add_argument("--bdmc-steps", type=int, nargs="+", default=[10, 100, 1000])
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument(
+        "--only-kept",
+        action="store_true",
+        help="show only the sweep steps each run has kept (rows swept over other steps)",
+    )
     parser.add_argument("--out", type=Path, default=Path("scripts/results/ais"))
     parser.add_argument(
         "--results", type=Path, default=None, help="RESULTS.md: its section is rewritten"

@@ -48,3 +48,9 @@ def test_the_section_is_written_from_evaluations_it_keeps_and_reuses(script, tmp
     script.main()
     assert {p: p.stat().st_mtime_ns for p in (run / "evaluations").iterdir()} == stamps
     assert results.read_text().count("## IS against AIS") == 1
+    # --only-kept: a row swept over other steps shows the steps it has
+    at = argv.index("--sweep-steps")
+    monkeypatch.setattr(sys, "argv", [*argv[: at + 1], "2", "8", *argv[at + 3 :], "--only-kept"])
+    script.main()
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert [s["steps"] for s in summary["rows"][0]["sweep"]] == [2]
