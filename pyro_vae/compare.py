@@ -143,6 +143,19 @@ def compare_runs(run_dirs: list[Path]) -> list[dict[str, str]]:
             row["images"] = str(summary.get("num_images", ""))
         else:
             row["estimate"] = row["images"] = ""
+    annealed = [RunFolder(Path(run_dir)).read_evaluation("ais") for run_dir in run_dirs]
+    if any(annealed):  # AIS beside IS, never in its place (pyro-vae evaluate --method ais)
+        for row, summary in zip(rows, annealed):
+            summary = summary or {}
+            error = summary.get("standard_error")
+            row["ais_log_likelihood"] = (
+                f"{summary['log_likelihood']:.3f}" + (f" ± {error:.3f}" if error else "")
+                if "log_likelihood" in summary else ""
+            )  # fmt: skip
+            row["ais_estimate"] = (
+                f"AIS T={summary['num_steps']}×C={summary['num_chains']}" if summary else ""
+            )
+            row["ais_images"] = str(summary.get("num_images", ""))
     return rows
 
 

@@ -249,19 +249,20 @@ class RunFolder:
         rows = "".join(json.dumps(_finite_or_none(row), allow_nan=False) + "\n" for row in history)
         write_text_atomically(self.metrics_file, rows)
 
-    def read_evaluation(self) -> dict | None:
-        """evaluation.json, or None where the run has none."""
-        if not self.evaluation_file.is_file():
+    def read_evaluation(self, method: str = "is") -> dict | None:
+        """evaluation.json (``method="ais"``: evaluation-ais.json), or None where the run
+        has none."""
+        path = self.evaluation_file if method == "is" else self.path / AIS_NAME
+        if not path.is_file():
             return None
         try:
-            values = json.loads(self.evaluation_file.read_text())
+            values = json.loads(path.read_text())
         except (json.JSONDecodeError, UnicodeDecodeError) as error:
             raise UserInputError(
-                f"{self.evaluation_file} is not valid JSON ({error}); run pyro-vae evaluate "
-                f"{self.path} again"
+                f"{path} is not valid JSON ({error}); run pyro-vae evaluate {self.path} again"
             ) from None
         if not isinstance(values, dict):
-            raise UserInputError(f"{self.evaluation_file} does not hold a JSON object")
+            raise UserInputError(f"{path} does not hold a JSON object")
         return values
 
     # -- checkpoints -------------------------------------------------------------------------

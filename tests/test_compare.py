@@ -52,6 +52,20 @@ def test_compare_shows_what_differs_and_what_was_measured(tmp_path, capsys):
     se = (sum((d - mean) ** 2 for d in differences) / 39 / 40) ** 0.5
     assert rows[0]["vs_first_paired"] == ""
     assert rows[1]["vs_first_paired"] == f"{mean:+.3f} ± {se:.3f} (40 images)"
+    assert (rows[0]["estimate"], rows[0]["images"]) == ("IS K=50", "40")
+
+    # an AIS evaluation shows beside the IS one, with its steps, chains and images
+    annealing = ["--method", "ais", "--steps", "3", "--chains", "2", "--leapfrog-steps", "2"]
+    command = ["evaluate", runs[1], *annealing, "--max-images", "6", "--quiet"]
+    assert run_cli(command, capsys)[0] == 0
+    code, out, _ = run_cli(["compare", *runs, "--csv"], capsys)
+    rows = list(csv.DictReader(io.StringIO(out)))
+    ais = json.loads((runs[1] / "evaluation-ais.json").read_text())
+    assert rows[1]["ais_log_likelihood"] == (
+        f"{ais['log_likelihood']:.3f} ± {ais['standard_error']:.3f}"
+    )
+    assert (rows[1]["ais_estimate"], rows[1]["ais_images"]) == ("AIS T=3×C=2", "6")
+    assert rows[0]["ais_estimate"] == "" and rows[1]["estimate"] == "IS K=50"
 
 
 def write_per_image(run_dir, values: dict[int, float]) -> None:
