@@ -335,6 +335,9 @@ def main() -> None:
     parser.add_argument("--bdmc-steps", type=int, nargs="+", default=[10, 100, 1000])
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument(
+        "--discussion", type=Path, default=None, help="hand-written text placed under the tables"
+    )
+    parser.add_argument(
         "--only-kept",
         action="store_true",
         help="show only the sweep steps each run has kept (rows swept over other steps)",
@@ -363,6 +366,8 @@ def main() -> None:
         print(json.dumps(bdmc))
     save_figure(rows, args.out / "ais-against-is.png")
     text = section(rows, bdmc, args)
+    if args.discussion is not None and args.discussion.is_file():
+        text += "\n" + args.discussion.read_text().strip() + "\n"
     (args.out / "section.md").write_text(text)
     if args.results is not None:
         old = args.results.read_text() if args.results.is_file() else ""
