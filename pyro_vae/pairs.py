@@ -328,7 +328,7 @@ def train_pair(
         PyroProgram(guide, list(guide_params), list(guide_params.values())),
     )
     if decoder_mean is not None:  # samples.png and reconstructions.png
-        modules = (DecodedPair(modules[0], decoder_mean, probe.shape[1:], data_plate), modules[1])
+        modules = (DecodedPair(modules[0], decoder_mean, probe.shape[1:]), modules[1])
     if not any(p.requires_grad for m in modules for p in m.parameters()):
         raise UserInputError(
             "the pair has no parameters to train: register networks with pyro.module, or "
@@ -490,10 +490,10 @@ class DecodedPair(PyroProgram):
     """A user pair's model with the builder's ``decoder_mean``: the ``sample_means`` and
     ``reconstruct`` that ``pyro-vae sample`` and the run's images ask of a model."""
 
-    def __init__(self, program: PyroProgram, decoder_mean: Callable, image_shape, plate: str):
+    def __init__(self, program: PyroProgram, decoder_mean: Callable, image_shape):
         super().__init__(program.program, program.names, list(program.values))
         object.__setattr__(self, "decoder_mean", decoder_mean)
-        self.image_shape, self.plate = tuple(image_shape), plate
+        self.image_shape = tuple(image_shape)
 
     def _latents(self, trace) -> dict[str, torch.Tensor]:
         return {name: site["value"] for name, site in trace.nodes.items()
@@ -536,8 +536,7 @@ def load_user_run(run_dir: Path, checkpoint: str = "best", device: str | None = 
         folder.path, parts.model, parts.guide, checkpoint, target
     )
     if parts.decoder_mean is not None:
-        model = DecodedPair(model, parts.decoder_mean, record["image_shape"],
-                            record["data_plate"])  # fmt: skip
+        model = DecodedPair(model, parts.decoder_mean, record["image_shape"])
     test = torch.zeros(0, *record["image_shape"])
     stored = folder.path / TEST_IMAGES_NAME
     if stored.is_file():

@@ -78,9 +78,14 @@ def evaluate(run_dir: Path, args: argparse.Namespace, *flags: str, images: int) 
         raise SystemExit(f"pyro-vae evaluate {run_dir} {' '.join(flags)} failed (exit {code})")
 
 
+def kept_ais(run_dir: Path, args: argparse.Namespace, steps: int, images: int) -> Path:
+    """Where the run keeps an AIS evaluation of ``steps`` x ``args.chains`` on ``images``."""
+    return kept(run_dir, {"method": "ais", "num_steps": steps, "num_chains": args.chains,
+                          "num_images": images})  # fmt: skip
+
+
 def ais_rows(run_dir: Path, args: argparse.Namespace, steps: int, images: int) -> tuple:
-    summary = {"method": "ais", "num_steps": steps, "num_chains": args.chains, "num_images": images}
-    path = kept(run_dir, summary)
+    path = kept_ais(run_dir, args, steps, images)
     if not path.is_file():
         evaluate(
             run_dir,
@@ -109,9 +114,7 @@ def compare_row(key: str, run_dir: Path, args: argparse.Namespace, out: Path) ->
     khat = np.array([r["khat"] for r in importance])
     sweep = []
     for steps in args.sweep_steps:
-        summary = {"method": "ais", "num_steps": steps, "num_chains": args.chains,
-                   "num_images": args.sweep_images}  # fmt: skip
-        if args.only_kept and not kept(run_dir, summary).is_file():
+        if args.only_kept and not kept_ais(run_dir, args, steps, args.sweep_images).is_file():
             continue  # a row swept over other steps
         path, summary, rows = ais_rows(run_dir, args, steps, args.sweep_images)
         ais = np.array([r["log_likelihood"] for r in rows])
