@@ -393,3 +393,30 @@ def test_a_second_pair_of_the_same_names_is_told_to_clear_the_param_store(tmp_pa
     vae = TutorialVAE()  # Pyro's param store still holds the first one's "encoder$$$..."
     with pytest.raises(UserInputError, match="already holds '(en|de)coder.*clear_param_store"):
         train_pair(vae.model, vae.guide, images, config, tmp_path, **QUIET)
+
+
+def test_a_run_whose_builder_has_no_decoder_mean_is_evaluated_but_not_sampled(
+    digits, tmp_path, capsys
+):
+    from pyro_vae.cli import main
+
+    train_images, test_images = digits
+    pyro.clear_param_store()
+    model, guide = __import__("tests.user_pairs", fromlist=["x"]).build_tutorial_pair()
+    config = TrainConfig(epochs=1, batch_size=128, binarize="dynamic")
+    run_dir = tmp_path / "run"
+    with pytest.warns(UserWarning, match="samples.png and reconstructions.png skipped"):
+        train_pair(model, guide, train_images[:300], config, run_dir,
+                   test_images=test_images[:40], builder="tests.user_pairs:build_tutorial_pair",
+                   **QUIET)  # fmt: skip
+    assert not (run_dir / "samples.png").exists() and (run_dir / "curves.png").is_file()
+    assert main(["evaluate", str(run_dir), "--num-samples", "8", "--max-images", "5",
+                 "--quiet"]) == 0  # fmt: skip
+    capsys.readouterr()
+    assert main(["sample", str(run_dir), "--num", "4"]) == 2
+    said = capsys.readouterr().err
+    assert said.count("\n") == 1 and "has no decoder mean E[x|z] to draw" in said
+    assert "PairParts(model, guide, decoder_mean)" in said
+    assert not list(run_dir.glob("samples-seed*.png"))
+    assert main(["viz", str(run_dir)]) == 0
+    assert {p.name for p in (run_dir / "viz").iterdir()} == {"curves.png"}

@@ -117,6 +117,13 @@ def build_tutorial_vae():
     return PairParts(vae.model, vae.guide, lambda latent: torch.sigmoid(vae.decoder(latent)))
 
 
+def build_tutorial_pair():
+    """The tutorial VAE's builder without a decoder mean: a run pyro-vae can evaluate, but
+    whose samples it cannot draw."""
+    vae = TutorialVAE()
+    return vae.model, vae.guide
+
+
 def train_tutorial_vae(run_dir: str) -> None:
     """The tutorial VAE trained on the digits with train_pair: what tests/test_pairs.py runs
     in one process and under torchrun (``python -m tests.user_pairs RUN_DIR``)."""
