@@ -69,19 +69,36 @@ class PairedDifference:
     share_better: float  # of those images, the share where run a's estimate is higher
 
 
-def per_image_log_likelihood(run_dir: Path) -> dict[int, float]:
-    """Test image index -> log p̂(x) from the run's last ``pyro-vae evaluate`` (empty if none)."""
-    path = RunFolder(run_dir).per_image_file
+def read_per_image(path: Path) -> dict[int, float]:
+    """Test image index -> log p̂(x) from a per-image CSV of ``pyro-vae evaluate`` (empty if
+    there is no such file)."""
     if not path.is_file():
         return {}
     with path.open(newline="") as f:
-        return {int(row["index"]): float(row["log_likelihood"]) for row in csv.DictReader(f)}
+        reader = csv.DictReader(f)
+        missing = [c for c in ("index", "log_likelihood") if c not in (reader.fieldnames or [])]
+        if missing:
+            raise UserInputError(
+                f"{path} is not a per-image CSV of pyro-vae evaluate: it has no column "
+                f"{missing[0]!r}"
+            )
+        return {int(row["index"]): float(row["log_likelihood"]) for row in reader}
+
+
+def per_image_log_likelihood(run_dir: Path) -> dict[int, float]:
+    """Test image index -> log p̂(x) from the run's last ``pyro-vae evaluate`` (empty if none)."""
+    return read_per_image(RunFolder(run_dir).per_image_file)
 
 
 def paired_difference(run_a: Path, run_b: Path) -> PairedDifference | None:
     """Run a's log p̂(x) minus run b's over the test images both evaluated (module
     docstring), or None where they share fewer than two."""
-    a, b = per_image_log_likelihood(run_a), per_image_log_likelihood(run_b)
+    return paired(per_image_log_likelihood(run_a), per_image_log_likelihood(run_b))
+
+
+def paired(a: dict[int, float], b: dict[int, float]) -> PairedDifference | None:
+    """Mean of ``a[i] - b[i]`` over the images i both hold, with its standard error, or None
+    where they share fewer than two."""
     shared = sorted(a.keys() & b.keys())
     if len(shared) < 2:
         return None
