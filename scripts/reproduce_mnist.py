@@ -57,6 +57,7 @@ from experiment_runs import (  # noqa: E402
 from pyro_vae.compare import paired_difference  # noqa: E402
 from pyro_vae.run import read_config, read_history  # noqa: E402
 from pyro_vae.run_folder import EVALUATION_NAME, PER_IMAGE_NAME  # noqa: E402
+from pyro_vae.schedules import best_epoch  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -348,6 +349,7 @@ def row_report(
         f"k̂ > 0.7 for {summary['share_khat_above_0.7']:.1%}",
         f"- published: {published} ({row.source})",
         *([comparison[1]] if comparison else []),
+        *filter(None, [stopping_rule_line(history, config.early_stopping)]),
         "",
         f"![learning curve of row {row.key}]({os.path.relpath(curve, args.results.parent)})",
         "",
@@ -357,6 +359,29 @@ def row_report(
         "",
     ])  # fmt: skip
     return line, section
+
+
+def stopping_rule_line(history: list[dict], patience: int) -> str | None:
+    """Where a run under early stopping stands against its rule (``patience`` epochs without
+    a better validation ELBO): how much the best validation ELBO rose over the last
+    ``patience`` epochs, the curve's slope at the end, and how long ago it last rose; None
+    without a validation curve or a rule."""
+    valid = [h for h in history if h.get("valid_elbo") is not None]
+    if patience <= 0 or not valid:
+        return None
+    last, best = valid[-1]["epoch"], best_epoch(valid)
+    if last - best >= patience:
+        return (f"- early stopping: the rule fired at epoch {last}, {patience} epochs after "
+                f"the best validation ELBO (epoch {best})")  # fmt: skip
+    before = [h["valid_elbo"] for h in valid if h["epoch"] <= last - patience]
+    top = max(h["valid_elbo"] for h in valid)
+    rise = (
+        f"rose {top - max(before):.2f} nats over the last {patience} epochs"
+        if before else f"has not yet run {patience} epochs"
+    )  # fmt: skip
+    return (f"- early stopping ({patience} epochs without a better validation ELBO): not "
+            f"reached; the best validation ELBO {rise}, and last rose at epoch {best} of "
+            f"{last}")  # fmt: skip
 
 
 def with_current_reference(row: Row, line: str, section: str) -> tuple[str, str]:

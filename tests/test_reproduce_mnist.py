@@ -342,3 +342,27 @@ def test_a_row_carried_from_results_md_takes_the_current_reference(reproduce, tm
     unmeasured = f"| E | {reproduce.ROWS['E'].configuration} | not run yet | | | | | 81.00 | | x |"
     line, _ = reproduce.row_report(reproduce.ROWS["E"], args, {"E": (unmeasured, "")})
     assert line.endswith("| not run yet | | | | | 81.24 | | ≤ 81.74 |")
+
+
+def test_a_row_under_early_stopping_says_where_it_stands_against_the_rule(reproduce, tmp_path):
+    args = reproduce.parse_args(["--runs-dir", str(tmp_path), "--figures-dir", str(tmp_path)])
+    write_evaluated_run(reproduce, args, "D", evaluated=120, changes={}, epochs=120)
+    history = read_history(tmp_path / "D")
+    for h in history[1:]:  # rises by 0.01 a epoch to epoch 100, then stays
+        h["valid_elbo"] = -90.0 + 0.01 * min(h["epoch"], 100)
+    (tmp_path / "D" / "metrics.jsonl").write_text("\n".join(map(json.dumps, history)))
+    _, section = reproduce.row_report(reproduce.ROWS["D"], args, {})
+    assert (
+        "- early stopping (50 epochs without a better validation ELBO): not reached; the best "
+        "validation ELBO rose 0.30 nats over the last 50 epochs, and last rose at epoch 100 "
+        "of 120" in section
+    )
+    stopped = history + [{"epoch": 150, "seconds": 1.0, "valid_elbo": -89.5}]
+    assert reproduce.stopping_rule_line(stopped, 50) == (
+        "- early stopping: the rule fired at epoch 150, 50 epochs after the best validation "
+        "ELBO (epoch 100)"
+    )
+    assert reproduce.stopping_rule_line(history[:30], 50).endswith(
+        "the best validation ELBO has not yet run 50 epochs, and last rose at epoch 29 of 29"
+    )
+    assert reproduce.stopping_rule_line(history, 0) is None
