@@ -15,7 +15,7 @@ The CSVs are the ``per_image.csv`` that ``pyro-vae evaluate`` writes (the commit
 in ``scripts/results/evaluations/`` where the run folders are gone).
 
     python scripts/pair_evaluations.py \\
-        D=scripts/results/evaluations/mnist-D-epoch330-first1000.csv:82.38 \\
+        D=scripts/results/evaluations/mnist-D-epoch234-first1000.csv:82.38 \\
         E=scripts/results/evaluations/mnist-E-epoch204-first1000.csv:81.24
 """
 
