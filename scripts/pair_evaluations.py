@@ -34,7 +34,6 @@ from pyro_vae.errors import UserInputError
 @dataclass(frozen=True)
 class Evaluation:
     name: str
-    path: Path
     published_nll: float | None
     log_likelihood: dict[int, float]  # test image index -> log p̂(x)
 
@@ -57,7 +56,7 @@ def parse_evaluation(text: str) -> Evaluation:
         raise argparse.ArgumentTypeError(str(error)) from None
     if not values:
         raise argparse.ArgumentTypeError(f"{path} is not a per-image CSV of pyro-vae evaluate")
-    return Evaluation(name, path, published, values)
+    return Evaluation(name, published, values)
 
 
 def pair_table(evaluations: list[Evaluation]) -> str:
